@@ -1,0 +1,1 @@
+"""Wiring: config, CLI, the frame loop, checkpoints. No maths here; that lives in `stages`."""

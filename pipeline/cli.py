@@ -1,0 +1,131 @@
+"""The `deepdream` command line (also `python -m pipeline`). Thin: parse, load config, call, map errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from pipeline import log as logsetup
+from pipeline.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USER, InputError
+
+log = logging.getLogger("deepdream")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default="default",
+                   help="preset name (configs/NAME.yaml) or a YAML file; default: default")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, value parsed as YAML (e.g. --set dream.octaves=3); repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepdream", description="DeepDream for images, video and 360° VR footage.")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("image", help="dream one still image (PNG/JPEG/WebP)")
+    s.add_argument("input", type=Path)
+    s.add_argument("output", type=Path)
+    _config_args(s)
+
+    s = sub.add_parser("video", help="dream a video (resumable; re-run the same command to resume)")
+    s.add_argument("input", type=Path)
+    s.add_argument("output", type=Path)
+    _config_args(s)
+    s.add_argument("--restart", action="store_true", help="discard an unfinished run of this output")
+
+    s = sub.add_parser("probe", help="print a video's properties as JSON")
+    s.add_argument("input", type=Path)
+    _config_args(s)
+
+    s = sub.add_parser("metrics", help="temporal warp error and dream strength of a dreamed video, as JSON")
+    s.add_argument("source", type=Path)
+    s.add_argument("dreamed", type=Path)
+    s.add_argument("--plot", type=Path, help="also write a per-frame PNG plot here")
+    s.add_argument("--flow", default="dis", choices=["dis", "farneback"], help="flow for the measurement")
+    s.add_argument("--projection", default="auto", choices=["auto", "flat", "equirect"],
+                   help="equirect wraps the flow across the 0/360° seam")
+
+    s = sub.add_parser("layers", help="list a model's layers with channels and stride")
+    s.add_argument("--model", default=None, help="model name (default: the preset's)")
+    _config_args(s)
+    return p
+
+
+def _cmd_image(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.image import run_image
+
+    run_image(a.input, a.output, load_config(a.config, a.overrides), progress=sys.stderr.isatty())
+    print(a.output)
+    return EXIT_OK
+
+
+def _cmd_video(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.runner import run_video
+
+    run_video(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
+    print(a.output)
+    return EXIT_OK
+
+
+def _cmd_probe(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.probe import probe_json
+
+    print(json.dumps(probe_json(a.input, load_config(a.config, a.overrides)), indent=2))
+    return EXIT_OK
+
+
+def _cmd_metrics(a) -> int:
+    from pipeline.measure import run_metrics
+
+    print(json.dumps(run_metrics(a.source, a.dreamed, plot=a.plot, flow=a.flow, projection=a.projection),
+                     indent=2))
+    return EXIT_OK
+
+
+def _cmd_layers(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.engine import resolve_layers
+    from stages import zoo
+
+    cfg = load_config(a.config, a.overrides)
+    name = a.model or cfg.model.name
+    zoo.check_model_name(name)
+    defaults = set(resolve_layers(cfg)) if name == cfg.model.name else set(zoo.DEFAULT_LAYERS[name])
+    print(f"{name}: layer, channels, stride ('*' = default dream layer of preset {a.config!r})")
+    for li in zoo.layer_table(name):
+        print(f"{'*' if li.name in defaults else ' '} {li.name:<16} {li.channels:>5} {li.stride:>4}")
+    return EXIT_OK
+
+
+COMMANDS = {"image": _cmd_image, "video": _cmd_video, "probe": _cmd_probe, "metrics": _cmd_metrics,
+            "layers": _cmd_layers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logsetup.setup(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        if args.verbose:
+            traceback.print_exc()
+        msg = " ".join(str(e).split())
+        print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal failure: say so in one line unless asked for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: internal failure: {type(e).__name__}: {' '.join(str(e).split())} "
+              f"(run with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,258 @@
+"""Strict, typed, frozen configuration.
+
+A config is the built-in defaults, then a YAML preset or file (`-c`), then `--set key=value` overrides
+(values parsed as YAML). Every key is checked (unknown key, type, range, choice) before any model loads
+or any file is written; a `ConfigError` names the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _f(default, *, lo=None, hi=None, lo_open=False, doc=""):
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc})
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = _f("efficientnet_lite0")
+    weights: str | None = _f(None)
+
+
+@dataclass(frozen=True)
+class DreamCfg:
+    layers: Union[list[str], dict[str, float], None] = _f(None)  # None: the model's default layers
+    channels: dict[str, list[int]] | None = _f(None)
+    guide: str | None = _f(None)
+    octaves: int = _f(4, lo=1, hi=12)
+    octave_scale: float = _f(1.4, lo=1.0, hi=4.0, lo_open=True)
+    iterations: int = _f(10, lo=0, hi=1000)
+    step_size: float = _f(1.5, lo=0.0, hi=64.0, lo_open=True)
+    jitter: int = _f(32, lo=0, hi=512)
+    tile: int = _f(512, lo=0, hi=8192)
+    seed: int = _f(0, lo=0)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto")
+
+
+@dataclass(frozen=True)
+class InputCfg:
+    max_side: int | None = _f(None, lo=16, hi=16384)
+
+
+@dataclass(frozen=True)
+class SphericalCfg:
+    mode: Literal["equirect"] = _f("equirect")
+    wrap: bool = _f(True)
+    pole_exponent: float = _f(1.0, lo=0.0, hi=8.0)
+
+
+@dataclass(frozen=True)
+class VideoCfg:
+    start: float = _f(0.0, lo=0.0)
+    max_frames: int | None = _f(None, lo=1)
+
+
+@dataclass(frozen=True)
+class TemporalCfg:
+    enabled: bool = _f(True)
+    flow: Literal["dis", "farneback", "raft"] = _f("dis")
+    blend: float = _f(0.9, lo=0.0, hi=1.0)
+    iterations: int = _f(4, lo=0, hi=1000)
+    scene_cut: float = _f(0.4, lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class CheckpointCfg:
+    segment_frames: int = _f(30, lo=1, hi=100000)
+
+
+@dataclass(frozen=True)
+class EncodeCfg:
+    codec: Literal["h264", "hevc"] = _f("h264")
+    crf: int = _f(18, lo=0, hi=51)
+    speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = _f("medium")
+    preset: Literal["none", "quest", "youtube360", "h264_compat"] = _f("none")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    dream: DreamCfg = field(default_factory=DreamCfg)
+    input: InputCfg = field(default_factory=InputCfg)
+    projection: Literal["auto", "flat", "equirect"] = _f("auto")
+    stereo: Literal["auto", "mono", "top-bottom", "left-right"] = _f("auto")
+    spherical: SphericalCfg = field(default_factory=SphericalCfg)
+    video: VideoCfg = field(default_factory=VideoCfg)
+    temporal: TemporalCfg = field(default_factory=TemporalCfg)
+    checkpoint: CheckpointCfg = field(default_factory=CheckpointCfg)
+    encode: EncodeCfg = field(default_factory=EncodeCfg)
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+def preset_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    named = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not named.is_file():
+        names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"no preset or config file {name_or_path!r}; presets: {', '.join(names)}")
+    return named
+
+
+def _read_yaml(p: Path) -> dict:
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: not readable YAML ({type(e).__name__})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    return data
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "layers" \
+            else v
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. dream.octaves=3")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from e
+    return key.strip().split("."), value
+
+
+def load_config(config: str | None = "default", overrides: typing.Sequence[str] = ()) -> Config:
+    raw: dict = _read_yaml(preset_path(config)) if config else {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        patch: dict = {keys[-1]: value}
+        for k in reversed(keys[:-1]):
+            patch = {k: patch}
+        raw = _merge(raw, patch)
+    return build(Config, raw, "")
+
+
+def build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping, got {_tname(data)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            raise ConfigError(f"{prefix}{k}: unknown key (valid: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        key, tp, v = prefix + name, hints[name], data[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = build(tp, v, key + ".")
+        else:
+            kwargs[name] = _check(key, tp, v, f.metadata)
+    return cls(**kwargs)
+
+
+def _tname(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _check(key, a, v, meta)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: unexpected value {v!r}")
+    if origin is Literal:
+        if v not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}, got {v!r}")
+        return v
+    if origin is list:
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{key}: must be a non-empty list, got {_tname(v)}")
+        return tuple(_check(f"{key}[{i}]", args[0], x, {}) for i, x in enumerate(v))
+    if origin is dict:
+        if not isinstance(v, dict) or not v:
+            raise ConfigError(f"{key}: must be a non-empty mapping, got {_tname(v)}")
+        return types.MappingProxyType({_check(f"{key} key", args[0], k, {}): _check(f"{key}.{k}", args[1], x, {})
+                                       for k, x in v.items()})
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{key}: must be true or false, got {v!r}")
+        return v
+    if tp is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{key}: must be an integer, got {v!r}")
+    elif tp is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {v!r}")
+        v = float(v)
+    elif tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{key}: must be a string, got {_tname(v)}")
+        return v
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
+        raise ConfigError(f"{key}: must be {'>' if meta.get('lo_open') else '>='} {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{key}: must be <= {hi}, got {v}")
+    return v
+
+
+# ------------------------------------------------------------------------------------------- output
+
+def to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (tuple, list)):
+        return [to_dict(x) for x in cfg]
+    if isinstance(cfg, typing.Mapping):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: Config, *, exclude: typing.Sequence[str] = ()) -> str:
+    d = to_dict(cfg)
+    for dotted in exclude:
+        parts = dotted.split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node[p]
+        node.pop(parts[-1], None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

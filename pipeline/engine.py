@@ -1,0 +1,108 @@
+"""The dream engine's lifecycle: resolves device and layers, loads the model once, dreams frames.
+
+Per-frame state (seed, iterations, projection) is passed in; the engine holds only the model,
+the device and the prepared objective.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.errors import ConfigError, InputError
+from stages import dream as D
+from stages import zoo
+from stages.still import read_still, resize_max_side
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("dream.device: cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_layers(cfg: Config) -> dict[str, float]:
+    layers = cfg.dream.layers
+    if layers is None:
+        return {name: 1.0 for name in zoo.DEFAULT_LAYERS[cfg.model.name]}
+    if isinstance(layers, tuple):
+        return {name: 1.0 for name in layers}
+    return dict(layers)
+
+
+def check_config(cfg: Config) -> None:
+    """Everything about the model that can be checked without loading weights."""
+    try:
+        zoo.check_model_name(cfg.model.name)
+    except InputError as e:
+        raise ConfigError(f"model.name: {e}") from e
+    layers = resolve_layers(cfg)
+    exposed = [li.name for li in zoo.layer_table(cfg.model.name)]
+    for name in list(layers) + list(cfg.dream.channels or {}):
+        if name not in exposed:
+            raise ConfigError(f"dream.layers: unknown layer {name!r} for {cfg.model.name}; "
+                              f"valid layers: {', '.join(exposed)}")
+    table = {li.name: li for li in zoo.layer_table(cfg.model.name)}
+    for name, chans in (cfg.dream.channels or {}).items():
+        bad = [c for c in chans if not 0 <= c < table[name].channels]
+        if bad:
+            raise ConfigError(f"dream.channels.{name}: channel {bad[0]} out of range 0..{table[name].channels - 1}")
+    if cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise ConfigError(f"model.weights: no such file: {cfg.model.weights}")
+    if cfg.dream.guide and not Path(cfg.dream.guide).is_file():
+        raise ConfigError(f"dream.guide: no such file: {cfg.dream.guide}")
+    resolve_device(cfg.dream.device)
+
+
+class DreamEngine:
+    def __init__(self, cfg: Config) -> None:
+        check_config(cfg)
+        self.cfg = cfg
+        self.device = resolve_device(cfg.dream.device)
+        t0 = time.perf_counter()
+        net = zoo.build_model(cfg.model.name, cfg.model.weights)
+        self.net = net.to(self.device)
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.amp = D.amp_dtype_for(self.device)
+        layers = resolve_layers(cfg)
+        guide = {}
+        if cfg.dream.guide:
+            still = read_still(Path(cfg.dream.guide))
+            g = D.to_tensor(resize_max_side(still.rgb, 224), self.device)
+            guide = D.guide_features(g, self.net, list(layers))
+        channels = {k: tuple(v) for k, v in (cfg.dream.channels or {}).items()}
+        self.objective = D.Objective(layers, channels, guide)
+        d = cfg.dream
+        self.schedule = D.Schedule(octaves=d.octaves, octave_scale=d.octave_scale, iterations=d.iterations,
+                                   step_size=d.step_size, jitter=d.jitter, tile=d.tile,
+                                   tile_batch_px=4 * 512 * 512 if self.device.type == "cuda" else 0)
+        log.info("model %s on %s, layers %s (%.1f s)", cfg.model.name, self.device,
+                 ", ".join(f"{k}:{v:g}" for k, v in layers.items()), time.perf_counter() - t0)
+
+    def generator(self, frame_index: int) -> torch.Generator:
+        # Every frame's randomness comes from seed + index: a resumed render repeats it exactly.
+        return torch.Generator(device="cpu").manual_seed(self.cfg.dream.seed + frame_index)
+
+    def dream(self, rgb: np.ndarray, *, frame_index: int = 0, iterations: int | None = None,
+              wrap_x: bool = False, pole_exponent: float = 0.0, on_step=None) -> np.ndarray:
+        """rgb: H×W×3 (uint8, or float32 0..255) or N×H×W×3 (a stereo pair) → float32 0..255, same shape."""
+        batch = rgb.ndim == 4
+        frames = rgb if batch else rgb[None]
+        x = torch.cat([D.to_tensor(f, self.device) for f in frames])
+        sch = replace(self.schedule, wrap_x=wrap_x, pole_exponent=pole_exponent if wrap_x else 0.0,
+                      **({"iterations": iterations} if iterations is not None else {}))
+        y = D.dream_octaves(x, self.net, self.objective, sch, self.generator(frame_index),
+                            amp_dtype=self.amp, on_step=on_step)
+        out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
+        return out if batch else out[0]

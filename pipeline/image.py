@@ -1,0 +1,51 @@
+"""`deepdream image`: one still in, one dreamed still out (equirect and stereo stills included)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.config import Config, dump_yaml
+from pipeline.engine import DreamEngine, check_config
+from pipeline.layout import resolve_layout
+from stages import spherical as S
+from stages.dream import quantize
+from stages.still import check_output_path, output_format, read_still, resize_max_side, write_atomic, write_still
+
+log = logging.getLogger(__name__)
+
+
+def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Path:
+    # All checks first: nothing loads and nothing is written until input, output and config are valid.
+    output_format(dst)
+    check_output_path(dst)
+    check_config(cfg)
+    still = read_still(src)
+    rgb = resize_max_side(still.rgb, cfg.input.max_side)
+    layout = resolve_layout(cfg, rgb)
+    engine = DreamEngine(cfg)
+
+    t0 = time.perf_counter()
+    eyes = np.stack(S.split_stereo(rgb, layout.stereo)) if layout.stereo != "mono" else rgb
+    bar = tqdm(total=1, desc="dream", unit="step", disable=not progress, leave=False)
+
+    def on_step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    out = engine.dream(eyes, wrap_x=layout.wrap_x and cfg.spherical.wrap,
+                       pole_exponent=cfg.spherical.pole_exponent, on_step=on_step)
+    bar.close()
+    if layout.stereo != "mono":
+        out = S.join_stereo(out[0], out[1], layout.stereo)
+    write_still(dst, quantize(out), still.alpha)
+    cfg_path = dst.with_name(dst.name + ".yaml")
+    text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
+    write_atomic(cfg_path, lambda f: f.write(text.encode()))
+    log.info("wrote %s (%dx%d, %s, %.1f s); config in %s", dst, out.shape[1], out.shape[0],
+             layout.projection, time.perf_counter() - t0, cfg_path)
+    return dst

@@ -1,0 +1,257 @@
+"""Streaming video decode with PyAV: frames as RGB arrays with their exact source timestamps.
+
+Frames are never written to disk; a long 8K clip would not fit. Timestamps stay as (pts, time_base)
+integers because float seconds drift for 30000/1001 and VFR sources, and the encoder reuses them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from stages import InputError
+
+log = logging.getLogger(__name__)
+
+# Values of FFmpeg's AVSphericalProjection / AVStereo3DType enums (libavutil/spherical.h, stereo3d.h);
+# the side data payload starts with that enum as a native int, which is all we need from it.
+_EQUIRECT_PROJECTIONS = {0, 2}  # EQUIRECTANGULAR, EQUIRECTANGULAR_TILE
+_STEREO_NAMES = {0: "mono", 1: "left-right", 2: "top-bottom"}
+
+
+@dataclass(slots=True)
+class DecodedFrame:
+    index: int
+    pts: int | None
+    time_base: Fraction
+    rgb: np.ndarray
+
+
+def _check_path(path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"input file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"input is a directory, not a video file: {p}")
+    if p.stat().st_size == 0:
+        raise InputError(f"input file is empty: {p}")
+    return p
+
+
+def _open(p: Path):
+    try:
+        container = av.open(str(p), "r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read {p.name} as media ({_short(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{p.name} has no video stream")
+    return container
+
+
+def _short(e: Exception) -> str:
+    return " ".join(str(e).split())[:160]
+
+
+def _side_info(frame) -> tuple[str | None, str | None]:
+    projection = stereo = None
+    for sd in frame.side_data:
+        if sd.type == av.sidedata.sidedata.Type.SPHERICAL and sd.buffer_size >= 4:
+            (kind,) = struct.unpack("=i", bytes(sd)[:4])
+            projection = "equirect" if kind in _EQUIRECT_PROJECTIONS else None
+        elif sd.type == av.sidedata.sidedata.Type.STEREO3D and sd.buffer_size >= 4:
+            (kind,) = struct.unpack("=i", bytes(sd)[:4])
+            stereo = _STEREO_NAMES.get(kind)
+    return projection, stereo
+
+
+def _rate(stream) -> Fraction | None:
+    rate = stream.average_rate or stream.guessed_rate
+    return Fraction(rate) if rate else None
+
+
+def _display_size(w: int, h: int, rotation: int) -> tuple[int, int]:
+    return (h, w) if rotation % 180 else (w, h)
+
+
+def _fit(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(w, h) <= max_side:
+        return w, h
+    s = max_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+class VideoReader:
+    """Iterate a video file as `DecodedFrame`s, display-rotated, optionally cut and downscaled.
+
+    The first frame is decoded at open time because rotation, spherical and stereo metadata reach
+    PyAV only as frame side data; the caller needs them (and the output size) before iterating.
+    """
+
+    def __init__(self, path, *, start: float = 0.0, max_frames: int | None = None,
+                 max_side: int | None = None):
+        if start < 0:
+            raise InputError(f"start must be >= 0 seconds, got {start}")
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be >= 1, got {max_frames}")
+        if max_side is not None and max_side < 2:
+            raise InputError(f"max_side must be >= 2, got {max_side}")
+        self._container = None
+        self.path = _check_path(path)
+        self._container = _open(self.path)
+        self._stream = stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self.time_base: Fraction = Fraction(stream.time_base)
+        self.rate: Fraction | None = _rate(stream)
+        self.has_audio = bool(self._container.streams.audio)
+        self._start = start
+        self._max_frames = max_frames
+        self._frames = self._decode_frames()
+        try:
+            first = next(self._frames, None)
+        except Exception:
+            self.close()
+            raise
+        if first is None:
+            self.close()
+            raise InputError(f"{self.path.name}: no video frame could be decoded")
+        self._first = first
+        # FFmpeg reports a half turn as -180 or 180 depending on matrix rounding; pick one.
+        self.rotation: int = 180 if int(first.rotation) == -180 else int(first.rotation)
+        self.side_projection, self.side_stereo = _side_info(first)
+        self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation)
+        self.width, self.height = _fit(self.source_width, self.source_height, max_side)
+        self.pix_fmt = first.format.name
+        self._origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
+        self.duration = _duration(self._container, stream)
+        if start > 0:
+            if self.duration is not None and start >= self.duration:
+                self.close()
+                raise InputError(f"start {start:g} s is past the end of {self.path.name} "
+                                 f"({self.duration:.3f} s)")
+            self._first = None
+            target = self._origin + int(Fraction(start) / self.time_base)
+            self._container.seek(target, stream=stream, backward=True, any_frame=False)
+            self._frames = self._decode_frames()
+        self.frames_estimate = self._estimate(stream)
+
+    def _estimate(self, stream) -> int | None:
+        total = stream.frames or None
+        if total is None and self.duration and self.rate:
+            total = round(self.duration * self.rate)
+        if total is not None and self._start > 0 and self.rate:
+            total = max(0, total - math.ceil(self._start * self.rate - 1e-6))
+        if self._max_frames is not None:
+            total = self._max_frames if total is None else min(total, self._max_frames)
+        return total
+
+    def _decode_frames(self):
+        """Yield av.VideoFrames; a damaged tail ends the stream with a warning instead of an error."""
+        stream = self._stream
+        try:
+            for packet in self._container.demux(stream):
+                try:
+                    yield from packet.decode()
+                except av.error.InvalidDataError as e:
+                    log.warning("%s: skipping undecodable packet (%s)", self.path.name, _short(e))
+            return
+        except av.FFmpegError as e:
+            log.warning("%s: stream ends early, file looks truncated or damaged (%s)",
+                        self.path.name, _short(e))
+        # The demuxer died before its flush packet, so drain the decoder ourselves.
+        try:
+            yield from stream.codec_context.decode(None)
+        except av.FFmpegError:
+            pass
+
+    def _convert(self, frame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24")
+        k = round(frame.rotation / 90) % 4
+        if k:
+            # frame.rotation is the CCW angle the display applies; np.rot90 also turns CCW.
+            rgb = np.rot90(rgb, k)
+        if (rgb.shape[1], rgb.shape[0]) != (self.width, self.height):
+            rgb = cv2.resize(rgb, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(rgb)
+
+    def __iter__(self):
+        start_t = Fraction(self._start)
+        index = 0
+        pending = [self._first] if self._first is not None else []
+        self._first = None
+        frames = self._frames
+        exhausted = False
+        while self._max_frames is None or index < self._max_frames:
+            frame = pending.pop() if pending else next(frames, None)
+            if frame is None:
+                exhausted = True
+                break
+            if start_t > 0 and frame.pts is not None:
+                t = (frame.pts - self._origin) * self.time_base
+                if t < start_t - Fraction(1, 1_000_000):
+                    continue
+            yield DecodedFrame(index, frame.pts, self.time_base, self._convert(frame))
+            index += 1
+        if exhausted:
+            # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
+            expected = self.frames_estimate
+            if expected and index < expected - (0 if self._stream.frames and start_t == 0 else 1):
+                log.warning("%s: decoded %d of %d frames; the file looks truncated",
+                            self.path.name, index, expected)
+        if index == 0 and start_t > 0:
+            raise InputError(f"start {self._start:g} s is past the last frame of {self.path.name}")
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        if getattr(self, "_container", None) is not None:
+            self.close()
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def probe(path) -> dict:
+    """Describe a video file; decodes one frame, since rotation and 360° metadata live in side data."""
+    with VideoReader(path) as reader:
+        stream = reader._stream
+        ctx = stream.codec_context
+        audio = reader._container.streams.audio
+        return {
+            "width": reader.source_width,
+            "height": reader.source_height,
+            "fps": f"{reader.rate.numerator}/{reader.rate.denominator}" if reader.rate else None,
+            "frames": stream.frames or None,
+            "duration": reader.duration,
+            "video_codec": ctx.name,
+            "pix_fmt": reader.pix_fmt,
+            "rotation": reader.rotation,
+            "audio": audio[0].codec_context.name if audio else None,
+            "side_projection": reader.side_projection,
+            "side_stereo": reader.side_stereo,
+        }
+
+
+__all__ = ["DecodedFrame", "VideoReader", "probe"]

@@ -1,0 +1,252 @@
+"""DeepDream maths: objective, (tiled) input gradient, normalised ascent step, octaves with detail transfer.
+
+Images are float tensors N×3×H×W in [0, 1]. All randomness (jitter, tile offsets) comes from the
+`torch.Generator` the caller passes, so a frame's dream depends only on its input and its seed.
+`wrap_x` marks a 360° equirect frame: jitter becomes a pure yaw roll, resizing and tiles wrap across the
+0/360° meridian and the network pads its convolutions with columns from the other side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+EPS = 1e-8
+MIN_OCTAVE_SIDE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """Σ_l w_l · mean(a_l²) over `layers`, optionally over a channel subset, or a guide's best match."""
+
+    layers: Mapping[str, float]
+    channels: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    guide: Mapping[str, torch.Tensor] = field(default_factory=dict)  # layer → C×K guide features
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.layers)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    octaves: int = 4
+    octave_scale: float = 1.4
+    iterations: int = 10
+    step_size: float = 1.5  # in 0..255 pixel units per step, as google/deepdream
+    jitter: int = 32
+    tile: int = 512  # max tile side; 0 = never tile
+    wrap_x: bool = False
+    pole_exponent: float = 0.0  # equirect only: step × cos(latitude)^k; 0 = off
+    tile_batch_px: int = 0  # tiles stacked per forward, in pixels; 0 = one tile at a time
+
+
+def objective_loss(feats: Mapping[str, torch.Tensor], obj: Objective, area_scale: float = 1.0) -> torch.Tensor:
+    """Per-sample-normalised objective summed over the batch.
+
+    `area_scale` = tile area / image area: a tile's loss is then on the same scale as the whole
+    image's, so tiled and untiled gradients agree.
+    """
+    total = None
+    for name, weight in obj.layers.items():
+        a = feats[name].float()
+        if name in obj.channels:
+            a = a[:, list(obj.channels[name])]
+        per_sample = a[0].numel() / area_scale
+        if name in obj.guide:
+            g = obj.guide[name].to(a)
+            flat = a.flatten(2)  # N×C×P
+            match = torch.einsum("ncp,ck->npk", flat, g).argmax(-1)  # best guide vector per position
+            term = (flat * g[:, match].permute(1, 0, 2)).sum() / per_sample
+        else:
+            term = a.pow(2).sum() / per_sample
+        total = weight * term if total is None else total + weight * term
+    assert total is not None
+    return total
+
+
+def _grad_once(x: torch.Tensor, net, obj: Objective, *, wrap_x: bool, area_scale: float,
+               amp_dtype: torch.dtype | None) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        feats = net.features(x, obj.names, wrap_x=wrap_x)
+        loss = objective_loss(feats, obj, area_scale)
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+def tile_starts(n: int, tile: int, overlap: int, offset: int, wrap: bool) -> list[int]:
+    """Start offsets of equal-size tiles covering n pixels, the grid shifted by `offset`."""
+    if n <= tile:
+        return [0]
+    stride = tile - overlap
+    if wrap:
+        return [(k * stride - offset) % n for k in range(math.ceil(n / stride))]
+    starts: list[int] = []
+    s = -offset
+    while True:
+        c = min(max(s, 0), n - tile)
+        if not starts or c != starts[-1]:
+            starts.append(c)
+        if s + tile >= n:
+            return starts
+        s += stride
+
+
+def _ramp(length: int, overlap: int, left: bool, right: bool, device) -> torch.Tensor:
+    w = torch.ones(length, device=device)
+    r = (torch.arange(overlap, device=device, dtype=torch.float32) + 0.5) / overlap
+    if left:
+        w[:overlap] = r
+    if right:
+        w[length - overlap:] = r.flip(0)
+    return w
+
+
+def input_gradient(x: torch.Tensor, net, obj: Objective, *, tile: int, wrap_x: bool, gen: torch.Generator,
+                   amp_dtype: torch.dtype | None = None, tile_batch_px: int = 0) -> torch.Tensor:
+    """d objective / d x, on feathered overlapping tiles when the image is larger than `tile`."""
+    n, c, h, w = x.shape
+    if tile <= 0 or (h <= tile and w <= tile):
+        return _grad_once(x, net, obj, wrap_x=wrap_x, area_scale=1.0, amp_dtype=amp_dtype)
+    th, tw = min(tile, h), min(tile, w)
+    ov = max(8, tile // 4)
+    oy = int(torch.randint(0, max(1, th - ov), (1,), generator=gen))
+    ox = int(torch.randint(0, max(1, tw - ov), (1,), generator=gen))
+    tiled_x = w > tile
+    ys = tile_starts(h, th, ov, oy, wrap=False)
+    xs = tile_starts(w, tw, ov, ox, wrap=wrap_x)
+    acc = torch.zeros_like(x)
+    wsum = torch.zeros(1, 1, h, w, device=x.device)
+    cols = torch.arange(tw, device=x.device)
+    jobs = [(y0, x0) for y0 in ys for x0 in xs]
+    per_batch = max(1, tile_batch_px // (th * tw)) if tile_batch_px else 1
+    for i in range(0, len(jobs), per_batch):
+        chunk = jobs[i:i + per_batch]
+        idx = [(cols + x0) % w for _, x0 in chunk]
+        crops = [x[:, :, y0:y0 + th].index_select(3, ix) for (y0, _), ix in zip(chunk, idx)]
+        g = _grad_once(torch.cat(crops), net, obj, wrap_x=wrap_x and not tiled_x,
+                       area_scale=(th * tw) / (h * w), amp_dtype=amp_dtype)
+        for k, ((y0, x0), ix) in enumerate(zip(chunk, idx)):
+            wy = _ramp(th, ov, y0 > 0, y0 + th < h, x.device)
+            wx = _ramp(tw, ov, wrap_x or x0 > 0, wrap_x or x0 + tw < w, x.device) if tiled_x \
+                else torch.ones(tw, device=x.device)
+            wt = (wy[:, None] * wx[None, :])[None, None]
+            acc[:, :, y0:y0 + th].index_add_(3, ix, g[k * n:(k + 1) * n] * wt)
+            wsum[:, :, y0:y0 + th].index_add_(3, ix, wt)
+    return acc / wsum.clamp_min(EPS)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], *, wrap_x: bool = False) -> torch.Tensor:
+    """Separable bilinear resize (pixel centres aligned); columns wrap around on equirect frames."""
+    h, w = x.shape[-2:]
+    oh, ow = size
+    if (oh, ow) == (h, w):
+        return x
+
+    def taps(n_in: int, n_out: int, wrap: bool):
+        src = (torch.arange(n_out, device=x.device, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5
+        i0 = src.floor()
+        f = src - i0
+        i0 = i0.long()
+        i1 = i0 + 1
+        if wrap:
+            i0, i1 = i0 % n_in, i1 % n_in
+        else:
+            i0, i1 = i0.clamp(0, n_in - 1), i1.clamp(0, n_in - 1)
+        return i0, i1, f
+
+    r0, r1, fr = taps(h, oh, False)
+    x = x.index_select(2, r0) * (1 - fr)[:, None] + x.index_select(2, r1) * fr[:, None]
+    c0, c1, fc = taps(w, ow, wrap_x)
+    return x.index_select(3, c0) * (1 - fc) + x.index_select(3, c1) * fc
+
+
+def latitude_weight(h: int, exponent: float, device) -> torch.Tensor:
+    lat = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * math.pi - math.pi / 2
+    return torch.cos(lat).clamp_min(0).pow(exponent).view(1, 1, h, 1)
+
+
+def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator,
+                amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One jittered, normalised gradient-ascent step, clamped to the valid range."""
+    j = sch.jitter
+    ox = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j else 0
+    # A vertical roll would glue the poles together: equirect frames only yaw.
+    oy = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j and not sch.wrap_x else 0
+    xs = torch.roll(x, (oy, ox), (2, 3)) if (ox or oy) else x
+    g = input_gradient(xs, net, obj, tile=sch.tile, wrap_x=sch.wrap_x, gen=gen, amp_dtype=amp_dtype,
+                       tile_batch_px=sch.tile_batch_px)
+    g = torch.roll(g, (-oy, -ox), (2, 3)) if (ox or oy) else g
+    if sch.wrap_x and sch.pole_exponent:
+        g = g * latitude_weight(x.shape[2], sch.pole_exponent, x.device)
+    g = g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + EPS)
+    return (x + (sch.step_size / 255.0) * g).clamp_(0.0, 1.0)
+
+
+def octave_sizes(h: int, w: int, octaves: int, scale: float) -> list[tuple[int, int]]:
+    sizes = [(h, w)]
+    for _ in range(1, octaves):
+        nh, nw = round(sizes[-1][0] / scale), round(sizes[-1][1] / scale)
+        if min(nh, nw) < MIN_OCTAVE_SIDE:
+            break
+        sizes.append((nh, nw))
+    return sizes
+
+
+def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator, *,
+                  amp_dtype: torch.dtype | None = None,
+                  on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """google/deepdream's octave loop: dream the coarse scale, carry only the *detail* upward."""
+    sizes = octave_sizes(img.shape[2], img.shape[3], sch.octaves, sch.octave_scale)
+    bases = [img] + [resize(img, s, wrap_x=sch.wrap_x) for s in sizes[1:]]
+    detail = torch.zeros_like(bases[-1])
+    total, done = len(bases) * sch.iterations, 0
+    for base in reversed(bases):
+        detail = resize(detail, tuple(base.shape[-2:]), wrap_x=sch.wrap_x)
+        x = (base + detail).clamp(0.0, 1.0)
+        for _ in range(sch.iterations):
+            x = ascent_step(x, net, obj, sch, gen, amp_dtype)
+            done += 1
+            if on_step:
+                on_step(done, total)
+        detail = x - base
+    return (img + detail).clamp(0.0, 1.0)
+
+
+def guide_features(guide: torch.Tensor, net, layers: list[str]) -> dict[str, torch.Tensor]:
+    """C×K feature matrices of a guide image (1×3×h×w in [0, 1]) for the guide objective."""
+    with torch.no_grad():
+        feats = net.features(guide, layers)
+    return {n: feats[n][0].flatten(1).float() for n in layers}
+
+
+def amp_dtype_for(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def to_tensor(rgb, device) -> torch.Tensor:
+    """H×W×3 uint8 (or float 0..255) array → 1×3×H×W float in [0, 1]: the one host→device helper."""
+    t = torch.from_numpy(np.array(rgb, dtype=np.float32))  # a copy: decoded frames may be read-only
+    t = t.to(device)
+    t = t.permute(2, 0, 1)[None] / 255.0
+    return t.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else t.contiguous()
+
+
+def to_array(t: torch.Tensor) -> np.ndarray:
+    """1×3×H×W in [0, 1] → H×W×3 float32 array in 0..255 (unrounded: the residual stays exact)."""
+    return (t[0].permute(1, 2, 0).float() * 255.0).cpu().numpy()
+
+
+def quantize(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+__all__ = ["Objective", "Schedule", "dream_octaves", "input_gradient", "resize", "objective_loss",
+           "guide_features", "amp_dtype_for", "to_tensor", "to_array", "quantize"]

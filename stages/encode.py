@@ -1,0 +1,261 @@
+"""H.264/HEVC MP4 writing with source timestamps, and lossless joining of checkpoint segments.
+
+Each render checkpoint is its own MP4 written by `VideoWriter`; `join_segments` glues them by stream
+copy and adds the source's audio. That only works if every segment starts with an IDR frame, uses
+identical encoder settings, and keeps the source's pts, which is what the writer guarantees.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_ENCODERS = {"h264": "libx264", "hevc": "libx265"}
+# Audio codecs that MP4 players handle when stream-copied; anything else (pcm_*, vorbis, ...) would
+# either be refused by the muxer or produce a file most players cannot play, so it becomes AAC.
+_MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac"}
+
+
+def encoder_available(codec: str) -> bool:
+    name = _ENCODERS.get(codec, codec)
+    return name in av.codec.codecs_available
+
+
+def _mp4_options(faststart: bool, time_base: Fraction | None = None) -> dict[str, str]:
+    options = {}
+    if faststart:
+        options["movflags"] = "faststart"
+    if time_base is not None and time_base.numerator == 1:
+        # Without this the mov muxer doubles small timescales (1/30 -> 1/15360), which keeps times
+        # exact but changes the integer pts callers compare against the source.
+        options["video_track_timescale"] = str(time_base.denominator)
+        # The edit list that places a segment's first frame at its source time is written in the
+        # movie timescale (default 1000); 15015/30000 s would round to 0.5 s and shift every pts.
+        options["movie_timescale"] = str(time_base.denominator)
+    return options
+
+
+class VideoWriter:
+    """Encode RGB frames into an MP4, each frame stamped with its source pts.
+
+    B-frames stay on (encoder defaults). Checked: segments written with B-frames and joined by
+    stream copy decode to every frame with exact pts, for CFR (30000/1001) and jittered VFR, because
+    the encoder's dts delay is the same in every segment so dts stays monotonic across boundaries.
+    `join_segments` still nudges a boundary dts that would not increase (an extreme VFR gap could
+    do that) instead of letting the muxer fail at the end of a long render.
+    """
+
+    def __init__(self, path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
+                 codec: str = "h264", crf: int = 18, preset: str = "medium", gop: int | None = None,
+                 profile: str | None = None, level: str | None = None, maxrate_kbps: int | None = None,
+                 faststart: bool = True):
+        if codec not in _ENCODERS:
+            raise ValueError(f"codec must be one of {sorted(_ENCODERS)}, got {codec!r}")
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.time_base = Fraction(time_base)
+        self.rate = Fraction(rate)
+        self._pad = (self.height % 2, self.width % 2)
+        if any(self._pad):
+            log.warning("odd frame size %dx%d: padding to %dx%d by edge replication for yuv420p",
+                        self.width, self.height, self.width + self._pad[1], self.height + self._pad[0])
+        gop = gop if gop is not None else max(1, round(self.rate))
+        self._container = av.open(str(self.path), "w", format="mp4",
+                                  options=_mp4_options(faststart, self.time_base))
+        try:
+            self._stream = self._make_stream(codec, crf, preset, gop, profile, level, maxrate_kbps)
+        except Exception:
+            self._container.close()
+            raise
+        self._frame_step = max(1, round(1 / (self.rate * self.time_base)))
+        self._next_pts = 0
+        self._closed = False
+
+    def _make_stream(self, codec, crf, preset, gop, profile, level, maxrate_kbps):
+        stream = self._container.add_stream(_ENCODERS[codec], rate=self.rate)
+        stream.width = self.width + self._pad[1]
+        stream.height = self.height + self._pad[0]
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.time_base
+        ctx = stream.codec_context
+        ctx.time_base = self.time_base
+        ctx.gop_size = gop
+        opts = {"crf": str(crf), "preset": preset}
+        if codec == "h264":
+            opts["profile"] = profile or "high"
+            # min-keyint = keyint stops scene cuts from starting GOPs at odd places; open-gop off
+            # keeps every GOP decodable on its own, as segment boundaries need.
+            opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0"
+        else:
+            if profile:
+                opts["profile"] = profile
+            # x265 prints banners to stderr itself (not via av_log), hence log-level here.
+            opts["x265-params"] = (f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0:"
+                                   "log-level=error")
+            # Apple players and Quest refuse HEVC in MP4 unless the sample entry is hvc1, not hev1.
+            stream.codec_tag = "hvc1"
+        if level:
+            opts["level"] = level
+        if maxrate_kbps:
+            opts["maxrate"] = f"{int(maxrate_kbps)}k"
+            opts["bufsize"] = f"{2 * int(maxrate_kbps)}k"
+        stream.options = opts
+        return stream
+
+    def write(self, rgb: np.ndarray, pts: int | None) -> None:
+        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"expected {self.height}x{self.width}x3 uint8, got {rgb.shape} {rgb.dtype}")
+        if any(self._pad):
+            rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        if pts is None:
+            pts = self._next_pts
+        frame.pts = int(pts)
+        frame.time_base = self.time_base
+        self._next_pts = int(pts) + self._frame_step
+        self._container.mux(self._stream.encode(frame))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            # The file is garbage anyway; don't let a flush error mask the real exception.
+            try:
+                self.close()
+            except Exception:
+                log.debug("ignoring error while closing failed writer %s", self.path, exc_info=True)
+
+
+def _video_packets(containers, out_stream):
+    last_dts = None
+    for container in containers:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.dts is None and packet.pts is None:
+                continue  # demux's trailing flush packet
+            if last_dts is not None and packet.dts is not None and packet.dts <= last_dts:
+                if packet.pts is None or last_dts + 1 > packet.pts:
+                    raise ValueError(f"segment {container.name} overlaps the previous one in time")
+                packet.dts = last_dts + 1
+            if packet.dts is not None:
+                last_dts = packet.dts
+            packet.stream = out_stream
+            yield packet
+
+
+def _copied_audio(container, in_stream, out_stream, start_s: float, end_s: float):
+    """Audio packets overlapping [start_s, end_s), kept as they are."""
+    for packet in container.demux(in_stream):
+        if packet.pts is None:
+            continue
+        t0 = float(packet.pts * packet.time_base)
+        t1 = t0 + float((packet.duration or 0) * packet.time_base)
+        mid = (t0 + t1) / 2
+        if mid >= end_s:
+            break
+        # A packet belongs to the range when its midpoint does, so each end is off by at most half
+        # a frame. At start_s == 0 the encoder-priming packets (negative pts) stay: the edit list
+        # written for them trims the priming on playback.
+        if mid < start_s and not (start_s <= 0 and t0 < 0):
+            continue
+        packet.stream = out_stream
+        yield packet
+
+
+def _reencoded_audio(container, in_stream, out_stream, start_s: float, end_s: float):
+    """Decode, cut to [start_s, end_s) at sample precision, and encode to AAC."""
+    sr = out_stream.codec_context.sample_rate
+    resampler = av.AudioResampler(format="fltp", layout=out_stream.codec_context.layout, rate=sr)
+    first = round(start_s * sr)
+    last = round(end_s * sr)
+    for frame in container.decode(in_stream):
+        for rf in resampler.resample(frame):
+            s0 = round(float(rf.pts * rf.time_base) * sr) if rf.pts is not None else first
+            data = rf.to_ndarray()
+            lo, hi = max(first - s0, 0), min(last - s0, data.shape[1])
+            if hi <= lo:
+                continue
+            cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, lo:hi]), format="fltp",
+                                             layout=out_stream.codec_context.layout)
+            cut.sample_rate = sr
+            cut.pts = s0 + lo
+            cut.time_base = Fraction(1, sr)
+            yield from out_stream.encode(cut)
+            if s0 + data.shape[1] >= last:
+                yield from out_stream.encode(None)
+                return
+    yield from out_stream.encode(None)
+
+
+def join_segments(segments: list[Path], out_path: Path, *, audio_source: Path | None, start_s: float,
+                  end_s: float, faststart: bool = True) -> None:
+    """Concatenate segment MP4s by stream copy and add `audio_source`'s audio cut to [start_s, end_s).
+
+    Packets keep their timestamps: segments already carry the source's pts, which also places the
+    audio, so the result stays in sync with the source timeline without any re-stamping.
+    """
+    if not segments:
+        raise ValueError("join_segments needs at least one segment")
+    inputs = [av.open(str(p), "r") for p in segments]
+    audio_in = None
+    try:
+        template = inputs[0].streams.video[0]
+        out = av.open(str(out_path), "w", format="mp4",
+                      options=_mp4_options(faststart, Fraction(template.time_base)))
+        with out:
+            out_v = out.add_stream_from_template(template)
+            out_v.time_base = template.time_base
+            if template.codec_context.codec_tag:
+                out_v.codec_tag = template.codec_context.codec_tag
+            streams = [_video_packets(inputs, out_v)]
+            if audio_source is not None:
+                audio_in = av.open(str(audio_source), "r")
+                if audio_in.streams.audio:
+                    streams.append(_audio_packets(audio_in, out, start_s, end_s))
+                else:
+                    log.warning("%s has no audio stream; output will be silent", Path(audio_source).name)
+            for packet in heapq.merge(*streams, key=_packet_time):
+                out.mux(packet)
+    finally:
+        for c in inputs:
+            c.close()
+        if audio_in is not None:
+            audio_in.close()
+
+
+def _audio_packets(container, out, start_s: float, end_s: float):
+    in_a = container.streams.audio[0]
+    if in_a.codec_context.name in _MP4_AUDIO:
+        out_a = out.add_stream_from_template(in_a)
+        return _copied_audio(container, in_a, out_a, start_s, end_s)
+    ctx = in_a.codec_context
+    out_a = out.add_stream("aac", rate=ctx.sample_rate)
+    # By channel count, not ctx.layout: MKV/WAV often carry an unordered "1 channels" layout that
+    # the AAC encoder refuses.
+    out_a.layout = "mono" if ctx.layout.nb_channels == 1 else "stereo"
+    out_a.bit_rate = 96_000 * out_a.layout.nb_channels
+    log.info("re-encoding %s audio to AAC for MP4", ctx.name)
+    return _reencoded_audio(container, in_a, out_a, start_s, end_s)
+
+
+def _packet_time(packet) -> Fraction:
+    ts = packet.dts if packet.dts is not None else packet.pts
+    return Fraction(ts or 0) * packet.time_base

@@ -1,0 +1,265 @@
+"""Temporal-coherence metrics of a dreamed video against its source, and a PNG plot of them.
+
+All values use the 0..255 pixel scale:
+
+* ``warp_error`` / ``source_warp_error``: for each consecutive pair, the mask-weighted mean over pixels
+  of the squared difference summed over the 3 channels, ``sum M |O_t - warp(O_{t-1}, b_t)|^2 / sum M``
+  (per pixel at most 3 * 255^2), with flow ``b`` and mask ``M`` always from the SOURCE frames. The
+  source value is the floor set by flow/interpolation error; a coherent dream stays close to it.
+* ``dream_strength``: per frame ``mean((D_t - S_t)^2)`` over pixels AND channels (per-channel MSE).
+
+Per-pair lists have ``frames - 1`` entries: entry ``i`` belongs to the pair (i, i+1). A pair whose
+source flow is reliable on less than half of the pixels (a scene cut, where the pipeline restarts the
+dream on purpose) has ``None`` and is left out of the mean; the means are 0.0 if no pair is left.
+
+Stage modules do not import each other, so this module carries its own compact copy of the DIS /
+Farneback flow, bilinear warp and Ruder consistency mask of `stages.flow` / `stages.warp` (same
+parameters; tests/test_metrics.py asserts the results are identical). RAFT, or any other solver, comes
+in as an ``estimator`` object with the `stages.flow.FlowEstimator.pair` interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages import InputError
+
+log = logging.getLogger(__name__)
+
+# Same values as stages.flow / stages.warp (kept equal by tests).
+_DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+_FARNEBACK = dict(pyr_scale=0.5, levels=5, winsize=21, iterations=5, poly_n=7, poly_sigma=1.5,
+                  flags=cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
+_MASK_SIGMA = 0.8
+
+# Pairs with less reliable flow than this share of the frame count as cuts and are skipped: the
+# pipeline resets the dream there (stages.warp.is_scene_cut, same default), so change is intended.
+_MIN_RELIABLE = 0.5
+
+
+class _CvFlow:
+    """Minimal DIS/Farneback pair estimator; one per series, used from the caller's thread only."""
+
+    def __init__(self, method: str) -> None:
+        if method not in ("dis", "farneback"):
+            raise InputError(f"metrics flow must be dis or farneback (pass a RAFT estimator), got {method!r}")
+        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESET) if method == "dis" else None
+
+    def _one(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        h, w = src.shape
+        ph, pw = max(0, 16 - h), max(0, 16 - w)  # DIS rejects images under 12 px
+        if ph or pw:
+            src, dst = (cv2.copyMakeBorder(a, 0, ph, 0, pw, cv2.BORDER_REPLICATE) for a in (src, dst))
+        if self._dis is not None:
+            return self._dis.calc(src, dst, None)[:h, :w]
+        return cv2.calcOpticalFlowFarneback(src, dst, None, **_FARNEBACK)[:h, :w]
+
+    def pair(self, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
+             wrap_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        width = prev_rgb.shape[1]
+        pad = int(min(width, max(16, round(width * 0.1)))) if wrap_x else 0
+        if pad:
+            prev_rgb, cur_rgb = (np.concatenate([a[:, -pad:], a, a[:, :pad]], axis=1)
+                                 for a in (prev_rgb, cur_rgb))
+        prev_g = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+        cur_g = cv2.cvtColor(cur_rgb, cv2.COLOR_RGB2GRAY)
+        flows = [self._one(cur_g, prev_g), self._one(prev_g, cur_g)]
+        if pad:
+            flows = [f[:, pad:pad + width] for f in flows]
+        return np.ascontiguousarray(flows[0]), np.ascontiguousarray(flows[1])
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
+def _warp(img: np.ndarray, flow: np.ndarray, wrap_x: bool) -> np.ndarray:
+    """Backward bilinear warp, edge-replicated, horizontally wrapped with ``wrap_x`` (<= 4 channels)."""
+    h, w = img.shape[:2]
+    gx, gy = _grid(h, w)
+    map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
+    if wrap_x:
+        map_x = np.mod(map_x, np.float32(w))
+        img = np.concatenate([img, img[:, :2]], axis=1)
+    out = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(h, w, -1) if img.ndim == 3 else out
+
+
+def _grad(a: np.ndarray, wrap_x: bool) -> tuple[np.ndarray, np.ndarray]:
+    gx = (np.roll(a, -1, axis=1) - np.roll(a, 1, axis=1)) * 0.5 if wrap_x else np.gradient(a, axis=1)
+    return gx, np.gradient(a, axis=0)
+
+
+def _mask(b: np.ndarray, f: np.ndarray, wrap_x: bool) -> np.ndarray:
+    """Ruder et al. consistency mask, 1 = reliable (see stages.warp.consistency_mask)."""
+    h, w = b.shape[:2]
+    f_at = _warp(f, b, wrap_x)
+    b_sq = (b ** 2).sum(axis=2)
+    bad = ((b + f_at) ** 2).sum(axis=2) >= 0.01 * (b_sq + (f_at ** 2).sum(axis=2)) + 0.5
+    (ux, uy), (vx, vy) = _grad(b[..., 0], wrap_x), _grad(b[..., 1], wrap_x)
+    bad |= ux ** 2 + uy ** 2 + vx ** 2 + vy ** 2 > 0.01 * b_sq + 0.002
+    gx, gy = _grid(h, w)
+    bad |= (gy + b[..., 1] < 0) | (gy + b[..., 1] > h - 1)
+    if not wrap_x:
+        bad |= (gx + b[..., 0] < 0) | (gx + b[..., 0] > w - 1)
+    mask = (~bad).astype(np.float32)
+    pad = min(w, int(np.ceil(4 * _MASK_SIGMA)) + 1) if wrap_x else 0
+    if pad:
+        mask = np.concatenate([mask[:, -pad:], mask, mask[:, :pad]], axis=1)
+    mask = cv2.GaussianBlur(mask, (0, 0), _MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    return np.clip(np.ascontiguousarray(mask[:, pad:pad + w]), 0.0, 1.0)
+
+
+def _masked_error(cur: np.ndarray, warped_prev: np.ndarray, mask: np.ndarray) -> float:
+    sq = ((cur - warped_prev) ** 2).sum(axis=2)
+    return float((sq * mask).sum(dtype=np.float64) / mask.sum(dtype=np.float64))
+
+
+def _mean(values: list[float | None]) -> float:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else 0.0
+
+
+def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Iterable[np.ndarray], *,
+                      method: str = "dis", wrap_x: bool = False, estimator=None) -> dict:
+    """Flow-based flicker metrics; frames are H x W x 3 uint8 RGB, consumed one pair at a time.
+
+    When the dreamed frames have another size, each source frame is resized to it (INTER_AREA) so
+    flow is measured in the dreamed frame's pixels. Raises ValueError when the two sequences have
+    different lengths or the dreamed size changes mid-video. `method` is "dis" or "farneback"; for
+    RAFT pass ``estimator`` (a `stages.flow.FlowEstimator`, or anything with its ``pair`` method).
+    """
+    if estimator is None:
+        estimator = _CvFlow(method)
+    per_warp: list[float | None] = []
+    per_src: list[float | None] = []
+    per_strength: list[float] = []
+    prev_src_u8: np.ndarray | None = None
+    prev_src = prev_dream = None
+    size: tuple[int, int] | None = None
+
+    for src_u8, dream_u8 in zip(source_frames, dreamed_frames, strict=True):
+        h, w = dream_u8.shape[:2]
+        if size is None:
+            size = (h, w)
+        elif size != (h, w):
+            raise ValueError(f"dreamed frame size changed from {size} to {(h, w)}")
+        if src_u8.shape[:2] != (h, w):
+            src_u8 = cv2.resize(src_u8, (w, h), interpolation=cv2.INTER_AREA)
+        src = src_u8.astype(np.float32)
+        dream = dream_u8.astype(np.float32)
+        per_strength.append(float(np.mean((dream - src) ** 2, dtype=np.float64)))
+
+        if prev_src_u8 is not None:
+            backward, forward = estimator.pair(prev_src_u8, src_u8, wrap_x=wrap_x)
+            mask = _mask(backward, forward, wrap_x)
+            if mask.mean() < _MIN_RELIABLE:
+                log.info("metrics: pair %d-%d looks like a cut (%.0f%% reliable flow), skipped",
+                         len(per_strength) - 2, len(per_strength) - 1, 100 * mask.mean())
+                per_warp.append(None)
+                per_src.append(None)
+            else:
+                per_warp.append(_masked_error(dream, _warp(prev_dream, backward, wrap_x), mask))
+                per_src.append(_masked_error(src, _warp(prev_src, backward, wrap_x), mask))
+        prev_src_u8, prev_src, prev_dream = src_u8, src, dream
+
+    return {
+        "warp_error": _mean(per_warp),
+        "source_warp_error": _mean(per_src),
+        "dream_strength": _mean(per_strength),
+        "frames": len(per_strength),
+        "per_frame": {"warp_error": per_warp, "source_warp_error": per_src, "dream_strength": per_strength},
+    }
+
+
+# Plot layout in pixels; BGR colours because the canvas goes straight to cv2.imencode.
+_W, _H = 960, 480
+_LEFT, _RIGHT, _TOP, _BOTTOM = 90, 30, 50, 60
+_SERIES = (("warp_error", "warp error", (200, 80, 30), 1),
+           ("source_warp_error", "source warp error", (150, 150, 150), 1),
+           ("dream_strength", "dream strength", (40, 40, 210), 0))
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    magnitude = 10 ** np.floor(np.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * magnitude:
+            return float(step * magnitude)
+    return float(10 * magnitude)
+
+
+def _render(per_frame: dict) -> np.ndarray:
+    img = np.full((_H, _W, 3), 255, np.uint8)
+    x0, x1, y0, y1 = _LEFT, _W - _RIGHT, _TOP, _H - _BOTTOM
+    series = [(label, colour, offset, list(per_frame.get(key) or []))
+              for key, label, colour, offset in _SERIES]
+    values = [v for *_, vals in series for v in vals if v is not None]
+    n_frames = max([len(vals) + offset for _, _, offset, vals in series] + [1])
+    y_max = _nice_max(max(values) if values else 0.0)
+
+    # Grid and y tick labels (5 intervals), then the axes on top.
+    for i in range(6):
+        y = int(round(y1 - (y1 - y0) * i / 5))
+        cv2.line(img, (x0, y), (x1, y), (225, 225, 225), 1)
+        cv2.putText(img, f"{y_max * i / 5:g}", (8, y + 4), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    last = max(n_frames - 1, 1)
+    for i in range(6):
+        frame = round(last * i / 5)
+        x = int(round(x0 + (x1 - x0) * frame / last))
+        cv2.line(img, (x, y1), (x, y1 + 5), (0, 0, 0), 1)
+        cv2.putText(img, str(frame), (x - 8, y1 + 20), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.line(img, (x0, y0), (x0, y1), (0, 0, 0), 1)
+    cv2.line(img, (x0, y1), (x1, y1), (0, 0, 0), 1)
+    cv2.putText(img, "frame", ((x0 + x1) // 2 - 20, _H - 15), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "squared error (0..255 scale)", (x0, 22), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    if not values:
+        cv2.putText(img, "no data", ((x0 + x1) // 2 - 30, (y0 + y1) // 2), _FONT, 0.7, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+
+    for label_i, (label, colour, offset, vals) in enumerate(series):
+        # None (skipped pair) breaks the line instead of drawing through it.
+        run: list[tuple[int, int]] = []
+        for i, v in enumerate(vals + [None]):
+            if v is None:
+                if len(run) > 1:
+                    cv2.polylines(img, [np.array(run, np.int32)], False, colour, 2, cv2.LINE_AA)
+                elif run:
+                    cv2.circle(img, run[0], 3, colour, -1, cv2.LINE_AA)
+                run = []
+                continue
+            x = x0 + (x1 - x0) * (i + offset) / last
+            y = y1 - (y1 - y0) * min(float(v) / y_max, 1.0)
+            run.append((int(round(x)), int(round(y))))
+        ly = y0 + 14 + 20 * label_i
+        cv2.line(img, (x1 - 190, ly - 4), (x1 - 160, ly - 4), colour, 2, cv2.LINE_AA)
+        cv2.putText(img, label, (x1 - 150, ly), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def plot_metrics(per_frame: dict, png_path: str | os.PathLike) -> None:
+    """Draw the per-frame series of `warp_error_series` as a PNG (OpenCV only), written atomically.
+
+    Pair series are drawn at the later frame of each pair; ``None`` entries leave a gap.
+    """
+    path = Path(png_path)
+    ok, data = cv2.imencode(".png", _render(per_frame))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

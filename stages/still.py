@@ -1,0 +1,108 @@
+"""Still images in and out (PNG, JPEG, WebP) with Pillow: EXIF orientation, alpha, atomic writes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stages import InputError
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+@dataclass(slots=True)
+class Still:
+    rgb: np.ndarray  # H×W×3 uint8, EXIF orientation applied
+    alpha: np.ndarray | None  # H×W uint8 or None
+
+
+def check_input_file(path: Path, what: str = "input") -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} is an empty file: {path}")
+
+
+def output_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"output {path}: unsupported image type {path.suffix or '(none)'}; "
+                         f"use one of {', '.join(sorted(FORMATS))}")
+    return fmt
+
+
+def check_output_path(path: Path) -> None:
+    """Fails early (before any model loads) when the output cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"output is a directory: {path}")
+    if not parent.is_dir():
+        raise InputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output directory is not writable: {parent}")
+
+
+def read_still(path: Path) -> Still:
+    check_input_file(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # a truncated file fails here, not later in the dream
+            im = ImageOps.exif_transpose(im)
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            rgba = im.convert("RGBA") if has_alpha else None
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError as e:
+        raise InputError(f"not an image Pillow can read: {path}") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from e
+    alpha = np.asarray(rgba)[..., 3].copy() if rgba is not None else None
+    return Still(rgb, alpha)
+
+
+def resize_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale (never up) so the longer side is at most max_side."""
+    h, w = rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return rgb
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+
+
+def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, quality: int = 95) -> None:
+    """Writes via a temp file in the same directory and an atomic rename: never a half-written output."""
+    fmt = output_format(path)
+    im = Image.fromarray(rgb, "RGB")
+    if alpha is not None:
+        if fmt == "JPEG":
+            log.warning("note: JPEG has no alpha channel; the input's transparency is dropped")
+        else:
+            a = Image.fromarray(alpha, "L")
+            if a.size != im.size:
+                a = a.resize(im.size, Image.Resampling.BILINEAR)
+            im.putalpha(a)
+    write_atomic(path, lambda f: im.save(f, format=fmt, **({"quality": quality} if fmt != "PNG" else {})))
+
+
+def write_atomic(path: Path, writer) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

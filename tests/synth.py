@@ -1,0 +1,145 @@
+"""Tiny synthetic media for tests: clips with known motion, audio-only files, broken files.
+
+Everything is made with PyAV so tests run offline and fast. Clips are deliberately small (160×96,
+a second or less) so a test file can write dozens of them in a few seconds.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+AUDIO_RATE = 48000
+
+
+def scene_texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """The H×W×3 uint8 scene that `make_clip` moves: smooth colour noise plus a few hard-edged shapes.
+
+    Smooth noise gives optical flow gradients everywhere; the shapes give sharp edges and corners
+    so misaligned warps are visible, not averaged away.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, size=(max(2, h // 12), max(2, w // 12), 3)).astype(np.float32)
+    tex = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    tex = cv2.GaussianBlur(tex, (0, 0), sigmaX=2.0)
+    for _ in range(4):
+        colour = tuple(float(c) for c in rng.uniform(0, 255, 3))
+        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
+        size = int(rng.integers(max(3, min(h, w) // 10), max(4, min(h, w) // 4)))
+        if rng.random() < 0.5:
+            cv2.circle(tex, (cx, cy), size, colour, thickness=-1, lineType=cv2.LINE_AA)
+        else:
+            cv2.rectangle(tex, (cx - size, cy - size // 2), (cx + size, cy + size // 2), colour, -1)
+    return np.clip(tex, 0, 255).astype(np.uint8)
+
+
+def scene_frame(tex: np.ndarray, i: int, motion: tuple[float, float]) -> np.ndarray:
+    """Frame `i` of the clip: the texture translated by i·motion pixels (x, y), reflected at borders.
+
+    So frame_i(x, y) = tex(x - i·mx, y - i·my): content moves by +motion per frame.
+    """
+    if i == 0 or motion == (0.0, 0.0):
+        return tex.copy()
+    m = np.float32([[1, 0, motion[0] * i], [0, 1, motion[1] * i]])
+    h, w = tex.shape[:2]
+    return cv2.warpAffine(tex, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _vfr_pts(frames: int, rate: Fraction, seed: int) -> tuple[list[int], Fraction]:
+    # A 1/90000 clock (the MPEG one) with durations jittered ±40 % around the nominal frame time.
+    tb = Fraction(1, 90000)
+    nominal = 90000 / float(rate)
+    rng = np.random.default_rng(seed + 1)
+    pts, t = [], 0
+    for _ in range(frames):
+        pts.append(t)
+        t += max(1, int(round(nominal * rng.uniform(0.6, 1.4))))
+    return pts, tb
+
+
+def _add_tone(container: av.container.OutputContainer, seconds: float, freq: float = 440.0):
+    stream = container.add_stream("aac", rate=AUDIO_RATE)
+    stream.layout = "mono"
+    total = int(round(seconds * AUDIO_RATE))
+    t = np.arange(total, dtype=np.float64) / AUDIO_RATE
+    pcm = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return stream, pcm
+
+
+def _mux_tone(container, stream, pcm: np.ndarray) -> None:
+    chunk = 1024
+    for start in range(0, len(pcm), chunk):
+        frame = av.AudioFrame.from_ndarray(pcm[None, start:start + chunk], format="fltp", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
+def make_clip(path, *, width: int = 160, height: int = 96, frames: int = 24, rate: Fraction = Fraction(30, 1),
+              motion: tuple[float, float] = (2.0, 1.0), audio: bool = True, codec: str = "libx264",
+              pix_fmt: str = "yuv420p", rotation: int = 0, vfr: bool = False, seed: int = 0,
+              faststart: bool = True) -> Path:
+    """Write an MP4 whose frame i is `scene_frame(scene_texture(height, width, seed), i, motion)`.
+
+    `rotation` is stored as a display matrix (CCW degrees), the frames themselves stay unrotated.
+    `faststart` puts moov first, as phones and web exports do; `truncate` relies on that to leave
+    a file that still opens.
+    """
+    path = Path(path)
+    rate = Fraction(rate)
+    if vfr:
+        pts_list, tb = _vfr_pts(frames, rate, seed)
+    else:
+        tb = 1 / rate
+        pts_list = list(range(frames))
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=options) as out:
+        vs = out.add_stream(codec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+        vs.codec_context.time_base = tb
+        vs.time_base = tb
+        vs.options = {"crf": "18", "preset": "ultrafast"}
+        if rotation:
+            vs.set_display_rotation(rotation)
+        astream = pcm = None
+        if audio:
+            end = Fraction(pts_list[-1]) * tb + (tb if vfr else 0) + (0 if vfr else 1 / rate)
+            astream, pcm = _add_tone(out, float(end))
+        tex = scene_texture(height, width, seed)
+        for i, pts in enumerate(pts_list):
+            frame = av.VideoFrame.from_ndarray(scene_frame(tex, i, motion), format="rgb24")
+            frame.pts = pts
+            frame.time_base = tb
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        if astream is not None:
+            _mux_tone(out, astream, pcm)
+    return path
+
+
+def make_audio_only(path, seconds: float = 0.5) -> Path:
+    path = Path(path)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream, pcm = _add_tone(out, seconds)
+        _mux_tone(out, stream, pcm)
+    return path
+
+
+def make_text_file(path) -> Path:
+    path = Path(path)
+    path.write_text("this is not a video\n" * 20)
+    return path
+
+
+def truncate(path, keep_fraction: float) -> Path:
+    """Cut the file to the first `keep_fraction` of its bytes, as an interrupted download would."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
+    return path

@@ -1,0 +1,153 @@
+"""VideoReader and probe on small real MP4s written by PyAV/libx264."""
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from stages import InputError
+from stages.decode import VideoReader, probe
+from tests.synth import make_audio_only, make_clip, make_text_file, scene_frame, scene_texture, truncate
+
+
+def _err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_ntsc_rate_count_pts_and_probe(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", rate=Fraction(30000, 1001), frames=24)
+    info = probe(clip)
+    assert info["fps"] == "30000/1001"
+    assert (info["width"], info["height"], info["frames"]) == (160, 96, 24)
+    assert info["video_codec"] == "h264" and info["pix_fmt"] == "yuv420p" and info["audio"] == "aac"
+    assert info["rotation"] == 0 and info["side_projection"] is None and info["side_stereo"] is None
+    assert info["duration"] == pytest.approx(24 * 1001 / 30000, abs=1e-3)
+    with VideoReader(clip) as r:
+        assert r.rate == Fraction(30000, 1001) and r.has_audio and r.frames_estimate == 24
+        frames = list(r)
+    assert [f.index for f in frames] == list(range(24))
+    # Exact integer pts on the 1/30000 clock: no float drift.
+    assert [f.pts * f.time_base for f in frames] == [Fraction(1001 * i, 30000) for i in range(24)]
+    tex = scene_texture(96, 160, 0)
+    f0 = frames[0].rgb
+    assert f0.dtype == np.uint8 and f0.shape == (96, 160, 3) and f0.flags["C_CONTIGUOUS"]
+    assert _err(f0, tex) < 5
+    # Known motion: frame 10 matches the texture shifted by 10·(2, 1), not frame 0.
+    assert _err(frames[10].rgb, scene_frame(tex, 10, (2.0, 1.0))) < 6 < _err(frames[10].rgb, tex)
+
+
+def test_start_and_max_frames(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=60, audio=False)
+    with VideoReader(clip, start=1.0, max_frames=10) as r:
+        assert r.frames_estimate == 10
+        frames = list(r)
+    assert len(frames) == 10 and [f.index for f in frames] == list(range(10))
+    assert frames[0].pts * frames[0].time_base == 1
+    tex = scene_texture(96, 160, 0)
+    assert _err(frames[0].rgb, scene_frame(tex, 30, (2.0, 1.0))) < 6
+    with VideoReader(clip, start=1.5) as r:
+        assert r.frames_estimate == 15
+        assert len(list(r)) == 15
+
+
+def test_max_side_downscales_but_never_upscales(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=3, audio=False)
+    with VideoReader(clip, max_side=80) as r:
+        assert (r.width, r.height) == (80, 48)
+        assert next(iter(r)).rgb.shape == (48, 80, 3)
+    with VideoReader(clip, max_side=1000) as r:
+        assert (r.width, r.height) == (160, 96)
+
+
+def test_odd_dimensions(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", width=333, height=201, frames=3, pix_fmt="yuv444p", audio=False)
+    with VideoReader(clip) as r:
+        assert (r.width, r.height) == (333, 201)
+        frames = list(r)
+    assert len(frames) == 3 and frames[0].rgb.shape == (201, 333, 3)
+
+
+@pytest.mark.parametrize("rotation,k", [(90, 1), (-90, -1), (180, 2)])
+def test_display_rotation_is_applied(tmp_path, rotation, k):
+    clip = make_clip(tmp_path / "c.mp4", frames=3, rotation=rotation, audio=False)
+    assert probe(clip)["rotation"] == rotation
+    with VideoReader(clip, max_side=80) as r:
+        assert r.rotation == rotation
+        expected_shape = (80, 48) if rotation % 180 else (48, 80)
+        assert (r.height, r.width) == expected_shape
+        frames = list(r)
+    assert frames[0].rgb.shape == (*expected_shape, 3)
+    with VideoReader(clip) as r:
+        first = next(iter(r)).rgb
+    tex = scene_texture(96, 160, 0)
+    assert _err(first, np.rot90(tex, k)) < 5
+
+
+def test_vfr_pts_kept(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", frames=20, vfr=True, audio=False)
+    with av.open(str(clip)) as c:
+        truth = sorted(p.pts for p in c.demux(video=0) if p.pts is not None)
+    with VideoReader(clip) as r:
+        pts = [f.pts for f in r]
+    assert pts == truth
+    steps = np.diff(pts)
+    assert steps.min() != steps.max()  # really variable
+
+
+def test_ten_bit_input(tmp_path):
+    if "yuv420p10le" not in [f.name for f in av.codec.Codec("libx264", "w").video_formats]:
+        pytest.skip("this libx264 build has no 10-bit support")
+    clip = make_clip(tmp_path / "c.mp4", frames=4, pix_fmt="yuv420p10le", audio=False)
+    assert probe(clip)["pix_fmt"] == "yuv420p10le"
+    with VideoReader(clip) as r:
+        frames = list(r)
+    assert len(frames) == 4 and frames[0].rgb.dtype == np.uint8
+    assert _err(frames[0].rgb, scene_texture(96, 160, 0)) < 5
+
+
+def test_truncated_file_yields_what_decodes(tmp_path, caplog):
+    clip = truncate(make_clip(tmp_path / "c.mp4", frames=60, audio=False), 0.5)
+    with VideoReader(clip) as r:
+        n = len(list(r))
+    assert 0 < n < 60
+    assert "truncated" in caplog.text
+
+
+def _bad(tmp_path, kind):
+    if kind == "missing":
+        return tmp_path / "nope.mp4", {}
+    if kind == "directory":
+        return tmp_path, {}
+    if kind == "empty":
+        (tmp_path / "e.mp4").write_bytes(b"")
+        return tmp_path / "e.mp4", {}
+    if kind == "text":
+        return make_text_file(tmp_path / "t.mp4"), {}
+    if kind == "audio-only":
+        return make_audio_only(tmp_path / "a.mp4"), {}
+    if kind == "truncated-to-nothing":
+        return truncate(make_clip(tmp_path / "c.mp4", frames=30, audio=False), 0.05), {}
+    if kind == "truncated-no-moov":
+        return truncate(make_clip(tmp_path / "c.mp4", frames=30, faststart=False), 0.6), {}
+    if kind == "start-past-end":
+        return make_clip(tmp_path / "c.mp4", frames=10, audio=False), {"start": 5.0}
+    if kind == "start-after-last-frame":
+        # Inside the container duration (0.333 s) but after the last frame's timestamp (0.3 s).
+        return make_clip(tmp_path / "c.mp4", frames=10, audio=False), {"start": 0.32}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "audio-only",
+                                  "truncated-to-nothing", "truncated-no-moov", "start-past-end",
+                                  "start-after-last-frame"])
+def test_bad_input_raises_one_line_input_error(tmp_path, kind):
+    path, kwargs = _bad(tmp_path, kind)
+    with pytest.raises(InputError) as ei:
+        with VideoReader(path, **kwargs) as r:
+            list(r)
+    msg = str(ei.value)
+    assert msg and "\n" not in msg
+    if kind not in ("start-past-end", "start-after-last-frame"):
+        with pytest.raises(InputError):
+            probe(path)

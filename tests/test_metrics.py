@@ -1,0 +1,152 @@
+"""Warp-error metrics on synthetic panning videos, their agreement with the stages, and the PNG plot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from stages import InputError, metrics
+from stages.flow import DIS_PRESET, FlowEstimator, compute_flow, wrap_pad_width
+from stages.metrics import plot_metrics, warp_error_series
+from stages.warp import consistency_mask, warp
+
+H, W, N, STEP = 72, 96, 6, 2
+
+
+def texture(h: int, w: int, seed: int = 0, sigma: float = 3.0, periodic: bool = False) -> np.ndarray:
+    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+    if periodic:
+        pad = int(4 * sigma) + 1
+        noise = np.pad(noise, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
+        tex = cv2.GaussianBlur(noise, (0, 0), sigma)[:, pad:-pad]
+    else:
+        tex = cv2.GaussianBlur(noise, (0, 0), sigma)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    return (tex * 255).astype(np.uint8)
+
+
+CANVAS = texture(H, W + N * STEP, seed=7)
+# A dream "residual" that lives on the scene, so it pans with the content.
+PATTERN = np.random.default_rng(8).normal(0, 25, (H, W + N * STEP, 3)).astype(np.float32)
+
+
+def source(n: int = N) -> Iterator[np.ndarray]:
+    """Camera panning right: the content moves STEP px left per frame. A generator, to check streaming."""
+    for t in range(n):
+        yield CANVAS[:, t * STEP:t * STEP + W].copy()
+
+
+def coherent_dream(n: int = N) -> Iterator[np.ndarray]:
+    for t, frame in enumerate(source(n)):
+        residual = PATTERN[:, t * STEP:t * STEP + W]
+        yield np.clip(frame + residual, 0, 255).astype(np.uint8)
+
+
+def flickering_dream(n: int = N) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(9)
+    for frame in source(n):
+        yield np.clip(frame + rng.normal(0, 25, frame.shape), 0, 255).astype(np.uint8)
+
+
+def test_identical_dream() -> None:
+    res = warp_error_series(source(), source())
+    assert res["frames"] == N
+    assert res["dream_strength"] == 0.0
+    assert res["warp_error"] == res["source_warp_error"]
+    per = res["per_frame"]
+    assert len(per["dream_strength"]) == N
+    assert len(per["warp_error"]) == len(per["source_warp_error"]) == N - 1
+    assert per["warp_error"] == per["source_warp_error"]
+    assert res["source_warp_error"] < 20.0  # DIS on a clean pan: small interpolation error only
+
+
+def test_flicker_scores_far_worse_than_coherent_dream() -> None:
+    coherent = warp_error_series(source(), coherent_dream())
+    flicker = warp_error_series(source(), flickering_dream())
+    # Both dreams have a similar strength, only the temporal behaviour differs.
+    assert 0.5 < flicker["dream_strength"] / coherent["dream_strength"] < 2.0
+    assert flicker["warp_error"] > 10 * coherent["warp_error"]
+    assert coherent["warp_error"] < 5 * coherent["source_warp_error"] + 50
+
+
+def test_dreamed_size_differs_from_source() -> None:
+    half = (W // 2, H // 2)
+    small = (cv2.resize(f, half, interpolation=cv2.INTER_AREA) for f in source())
+    res = warp_error_series(source(), small)
+    assert res["frames"] == N
+    assert res["dream_strength"] == 0.0
+    assert res["warp_error"] == res["source_warp_error"]
+
+
+def test_scene_cut_pair_is_skipped() -> None:
+    frames = list(source(3))
+    other = texture(H, W, seed=99)  # unrelated shot: flow is unreliable almost everywhere
+    seq = [frames[0], frames[1], other, np.roll(other, 2, axis=1)]
+    res = warp_error_series(seq, seq)
+    per = res["per_frame"]
+    assert res["frames"] == 4 and len(per["warp_error"]) == 3
+    assert per["warp_error"][1] is None and per["source_warp_error"][1] is None
+    assert per["warp_error"][0] is not None and per["warp_error"][2] is not None
+    assert res["warp_error"] == pytest.approx((per["warp_error"][0] + per["warp_error"][2]) / 2)
+    only_cut = warp_error_series([frames[0], other], [frames[0], other])
+    assert only_cut["warp_error"] == 0.0 and only_cut["per_frame"]["warp_error"] == [None]
+
+
+def test_length_mismatch_and_methods() -> None:
+    with pytest.raises(ValueError):
+        warp_error_series(source(4), source(3))
+    with pytest.raises(InputError):
+        warp_error_series(source(2), source(2), method="raft")
+    far = warp_error_series(source(3), coherent_dream(3), method="farneback")
+    assert far["frames"] == 3 and far["warp_error"] > 0
+    # Any estimator with the FlowEstimator interface can be passed in (the pipeline uses this for RAFT).
+    est = warp_error_series(source(3), coherent_dream(3), estimator=FlowEstimator("farneback"))
+    assert est["warp_error"] == pytest.approx(far["warp_error"])
+
+
+def test_wrap_x_series_on_panorama() -> None:
+    pano = texture(48, 128, seed=3, periodic=True)
+    frames = [np.roll(pano, 3 * t, axis=1) for t in range(4)]
+    residual = np.random.default_rng(4).normal(0, 20, pano.shape)
+    dreams = [np.clip(f + np.roll(residual, 3 * t, axis=1), 0, 255).astype(np.uint8)
+              for t, f in enumerate(frames)]
+    wrapped = warp_error_series(frames, dreams, wrap_x=True)
+    plain = warp_error_series(frames, dreams, wrap_x=False)
+    assert wrapped["source_warp_error"] < plain["source_warp_error"] + 1e-6
+    assert wrapped["warp_error"] < 50
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+@pytest.mark.parametrize("wrap_x", [False, True])
+def test_internal_copies_match_the_stages(method: str, wrap_x: bool) -> None:
+    """metrics may not import stages.flow/warp, so it carries copies; they must agree exactly."""
+    assert metrics._DIS_PRESET == DIS_PRESET
+    assert int(min(200, max(16, round(200 * 0.1)))) == wrap_pad_width(200)
+    frames = list(source(2))
+    ours = metrics._CvFlow(method).pair(frames[0], frames[1], wrap_x=wrap_x)
+    theirs = compute_flow(frames[0], frames[1], method=method, wrap_x=wrap_x)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    b, f = theirs
+    np.testing.assert_array_equal(metrics._mask(b, f, wrap_x), consistency_mask(b, f, wrap_x=wrap_x))
+    img = frames[0].astype(np.float32)
+    np.testing.assert_array_equal(metrics._warp(img, b, wrap_x), warp(img, b, wrap_x=wrap_x))
+
+
+def test_plot_writes_valid_png(tmp_path) -> None:
+    res = warp_error_series(source(), coherent_dream())
+    png = tmp_path / "metrics.png"
+    plot_metrics(res["per_frame"], png)
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[2] == 3 and img.shape[0] > 100
+    assert (img < 128).any()  # something was drawn
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.png"]  # no temp file left behind
+
+    plot_metrics({"warp_error": [3.0, None, 5.0], "source_warp_error": [1.0, None, 1.0],
+                  "dream_strength": [0.0, 10.0, 12.0, 11.0]}, png)
+    assert cv2.imread(str(png)) is not None
+    plot_metrics({"warp_error": [], "source_warp_error": [], "dream_strength": []}, png)
+    assert cv2.imread(str(png)) is not None
