@@ -12,10 +12,9 @@ Per-pair lists have ``frames - 1`` entries: entry ``i`` belongs to the pair (i, 
 source flow is reliable on less than half of the pixels (a scene cut, where the pipeline restarts the
 dream on purpose) has ``None`` and is left out of the mean; the means are 0.0 if no pair is left.
 
-Stage modules do not import each other, so this module carries its own compact copy of the DIS /
-Farneback flow, bilinear warp and Ruder consistency mask of `stages.flow` / `stages.warp` (same
-parameters; tests/test_metrics.py asserts the results are identical). RAFT, or any other solver, comes
-in as an ``estimator`` object with the `stages.flow.FlowEstimator.pair` interface.
+Flow comes from `stages.flow` (DIS / Farneback, or any object with the
+`stages.flow.FlowEstimator.pair` interface, e.g. a RAFT estimator), warping and the Ruder consistency
+mask from `stages.warp`: the measurement uses exactly the maths the render uses.
 """
 
 from __future__ import annotations
@@ -30,91 +29,17 @@ import cv2
 import numpy as np
 
 from stages import InputError
+from stages.flow import FlowEstimator
+from stages.warp import consistency_mask, warp
 
 log = logging.getLogger(__name__)
-
-# Same values as stages.flow / stages.warp (kept equal by tests).
-_DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-_FARNEBACK = dict(pyr_scale=0.5, levels=5, winsize=21, iterations=5, poly_n=7, poly_sigma=1.5,
-                  flags=cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
-_MASK_SIGMA = 0.8
 
 # Pairs with less reliable flow than this share of the frame count as cuts and are skipped: the
 # pipeline resets the dream there (stages.warp.is_scene_cut, same default), so change is intended.
 _MIN_RELIABLE = 0.5
 
-
-class _CvFlow:
-    """Minimal DIS/Farneback pair estimator; one per series, used from the caller's thread only."""
-
-    def __init__(self, method: str) -> None:
-        if method not in ("dis", "farneback"):
-            raise InputError(f"metrics flow must be dis or farneback (pass a RAFT estimator), got {method!r}")
-        self._dis = cv2.DISOpticalFlow_create(_DIS_PRESET) if method == "dis" else None
-
-    def _one(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        h, w = src.shape
-        ph, pw = max(0, 16 - h), max(0, 16 - w)  # DIS rejects images under 12 px
-        if ph or pw:
-            src, dst = (cv2.copyMakeBorder(a, 0, ph, 0, pw, cv2.BORDER_REPLICATE) for a in (src, dst))
-        if self._dis is not None:
-            return self._dis.calc(src, dst, None)[:h, :w]
-        return cv2.calcOpticalFlowFarneback(src, dst, None, **_FARNEBACK)[:h, :w]
-
-    def pair(self, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
-             wrap_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        width = prev_rgb.shape[1]
-        pad = int(min(width, max(16, round(width * 0.1)))) if wrap_x else 0
-        if pad:
-            prev_rgb, cur_rgb = (np.concatenate([a[:, -pad:], a, a[:, :pad]], axis=1)
-                                 for a in (prev_rgb, cur_rgb))
-        prev_g = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-        cur_g = cv2.cvtColor(cur_rgb, cv2.COLOR_RGB2GRAY)
-        flows = [self._one(cur_g, prev_g), self._one(prev_g, cur_g)]
-        if pad:
-            flows = [f[:, pad:pad + width] for f in flows]
-        return np.ascontiguousarray(flows[0]), np.ascontiguousarray(flows[1])
-
-
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-
-
-def _warp(img: np.ndarray, flow: np.ndarray, wrap_x: bool) -> np.ndarray:
-    """Backward bilinear warp, edge-replicated, horizontally wrapped with ``wrap_x`` (<= 4 channels)."""
-    h, w = img.shape[:2]
-    gx, gy = _grid(h, w)
-    map_x, map_y = gx + flow[..., 0], gy + flow[..., 1]
-    if wrap_x:
-        map_x = np.mod(map_x, np.float32(w))
-        img = np.concatenate([img, img[:, :2]], axis=1)
-    out = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(h, w, -1) if img.ndim == 3 else out
-
-
-def _grad(a: np.ndarray, wrap_x: bool) -> tuple[np.ndarray, np.ndarray]:
-    gx = (np.roll(a, -1, axis=1) - np.roll(a, 1, axis=1)) * 0.5 if wrap_x else np.gradient(a, axis=1)
-    return gx, np.gradient(a, axis=0)
-
-
-def _mask(b: np.ndarray, f: np.ndarray, wrap_x: bool) -> np.ndarray:
-    """Ruder et al. consistency mask, 1 = reliable (see stages.warp.consistency_mask)."""
-    h, w = b.shape[:2]
-    f_at = _warp(f, b, wrap_x)
-    b_sq = (b ** 2).sum(axis=2)
-    bad = ((b + f_at) ** 2).sum(axis=2) >= 0.01 * (b_sq + (f_at ** 2).sum(axis=2)) + 0.5
-    (ux, uy), (vx, vy) = _grad(b[..., 0], wrap_x), _grad(b[..., 1], wrap_x)
-    bad |= ux ** 2 + uy ** 2 + vx ** 2 + vy ** 2 > 0.01 * b_sq + 0.002
-    gx, gy = _grid(h, w)
-    bad |= (gy + b[..., 1] < 0) | (gy + b[..., 1] > h - 1)
-    if not wrap_x:
-        bad |= (gx + b[..., 0] < 0) | (gx + b[..., 0] > w - 1)
-    mask = (~bad).astype(np.float32)
-    pad = min(w, int(np.ceil(4 * _MASK_SIGMA)) + 1) if wrap_x else 0
-    if pad:
-        mask = np.concatenate([mask[:, -pad:], mask, mask[:, :pad]], axis=1)
-    mask = cv2.GaussianBlur(mask, (0, 0), _MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
-    return np.clip(np.ascontiguousarray(mask[:, pad:pad + w]), 0.0, 1.0)
+# Flow methods measured without an estimator; RAFT needs weights, so it comes in as one.
+_CV_METHODS = ("dis", "farneback")
 
 
 def _masked_error(cur: np.ndarray, warped_prev: np.ndarray, mask: np.ndarray) -> float:
@@ -137,7 +62,9 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
     RAFT pass ``estimator`` (a `stages.flow.FlowEstimator`, or anything with its ``pair`` method).
     """
     if estimator is None:
-        estimator = _CvFlow(method)
+        if method not in _CV_METHODS:
+            raise InputError(f"metrics flow must be dis or farneback (pass a RAFT estimator), got {method!r}")
+        estimator = FlowEstimator(method)
     per_warp: list[float | None] = []
     per_src: list[float | None] = []
     per_strength: list[float] = []
@@ -159,15 +86,15 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
 
         if prev_src_u8 is not None:
             backward, forward = estimator.pair(prev_src_u8, src_u8, wrap_x=wrap_x)
-            mask = _mask(backward, forward, wrap_x)
+            mask = consistency_mask(backward, forward, wrap_x=wrap_x)
             if mask.mean() < _MIN_RELIABLE:
                 log.info("metrics: pair %d-%d looks like a cut (%.0f%% reliable flow), skipped",
                          len(per_strength) - 2, len(per_strength) - 1, 100 * mask.mean())
                 per_warp.append(None)
                 per_src.append(None)
             else:
-                per_warp.append(_masked_error(dream, _warp(prev_dream, backward, wrap_x), mask))
-                per_src.append(_masked_error(src, _warp(prev_src, backward, wrap_x), mask))
+                per_warp.append(_masked_error(dream, warp(prev_dream, backward, wrap_x=wrap_x), mask))
+                per_src.append(_masked_error(src, warp(prev_src, backward, wrap_x=wrap_x), mask))
         prev_src_u8, prev_src, prev_dream = src_u8, src, dream
 
     return {

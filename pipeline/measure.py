@@ -1,0 +1,157 @@
+"""`deepdream metrics`: temporal warp error and dream strength of a dreamed video against its source.
+
+Both files are decoded as a stream (nothing is held beyond the current pair) and fed to
+`stages.metrics.warp_error_series`. Frames are paired by time, not by index: a render with
+``video.start`` keeps the source's pts, so its first frame belongs to a source frame in the middle of
+the clip. Only the overlap of the two videos is measured.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+from stages import metrics
+from stages.decode import DecodedFrame, VideoReader
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = ("auto", "flat", "equirect")
+_DECIMALS = 4
+
+
+def _time(frame: DecodedFrame) -> Fraction | None:
+    return None if frame.pts is None else frame.pts * frame.time_base
+
+
+def _tolerance(reader: VideoReader) -> Fraction:
+    """Half a nominal source frame: two frames closer than this in time are the same frame."""
+    return 1 / (2 * reader.rate) if reader.rate else Fraction(1, 1000)
+
+
+def _pairs(source: VideoReader, src_iter: Iterator[DecodedFrame], dreamed: VideoReader,
+           stats: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(source, dreamed) RGB pairs of the same instant; source frames without a dreamed twin are skipped.
+
+    Timestamps are compared in seconds because the two files may use different time bases. Without
+    pts on either side the frames are paired by index.
+    """
+    tol = _tolerance(source)
+    size = None
+    for d in dreamed:
+        if size is None:
+            size = d.rgb.shape
+        elif d.rgb.shape != size:
+            raise InputError(f"{dreamed.path.name}: frame size changes from {size[1]}x{size[0]} to "
+                             f"{d.rgb.shape[1]}x{d.rgb.shape[0]} at frame {d.index}")
+        d_time = _time(d)
+        for s in src_iter:
+            s_time = _time(s)
+            if d_time is None or s_time is None or s_time > d_time - tol:
+                break
+            stats["skipped_source"] += 1
+        else:
+            return  # source exhausted: the rest of the dreamed video has nothing to compare with
+        if d_time is not None and s_time is not None and s_time > d_time + tol:
+            # The dreamed frame falls between source frames (another frame rate): stop rather than
+            # compare frames of different instants.
+            raise InputError(f"{dreamed.path.name} frame {d.index} at {float(d_time):.3f} s has no source "
+                             f"frame at that time in {source.path.name}; metrics need the source's "
+                             "timestamps (the file the render wrote, not a re-encode)")
+        yield s.rgb, d.rgb
+
+
+Frames = Iterator[np.ndarray]
+
+
+def _split(pairs: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[Frames, Frames]:
+    """Two iterators over one pair stream, for `warp_error_series`, which zips them in lockstep."""
+    pending: deque[np.ndarray] = deque()
+
+    def sources() -> Frames:
+        for s, d in pairs:
+            pending.append(d)
+            yield s
+
+    def dreams() -> Frames:
+        while pending:
+            yield pending.popleft()
+
+    return sources(), dreams()
+
+
+def _wrap_x(projection: str, reader: VideoReader, first_rgb: np.ndarray) -> bool:
+    if projection != "auto":
+        return projection == "equirect"
+    if reader.side_projection == "equirect":
+        log.info("metrics: %s is tagged 360° equirect; flow wraps across the seam", reader.path.name)
+        return True
+    from stages import spherical  # imports torch; only the seam heuristic needs it
+
+    ok, reason = spherical.detect_equirect(first_rgb)
+    if ok:
+        log.warning("no spherical metadata; measuring %s as 360° equirect (%s). "
+                    "Use --projection flat if it is not.", reader.path.name, reason)
+    return ok
+
+
+def _rounded(values: list[float | None]) -> list[float | None]:
+    return [None if v is None else round(v, _DECIMALS) for v in values]
+
+
+def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "dis",
+                projection: str = "auto") -> dict:
+    """Metrics of `dreamed` against `source` as a JSON-ready dict (see `stages.metrics`).
+
+    Keys: warp_error, source_warp_error, dream_strength, frames (compared frames), per_frame (lists,
+    rounded to 4 decimals), skipped_source_frames (source frames with no dreamed frame at their time,
+    normally those before a render's ``video.start``),
+    source, dreamed and, with `plot`, the PNG path.
+    """
+    source, dreamed = Path(source), Path(dreamed)
+    if plot is not None:
+        plot = Path(plot)
+        if not plot.parent.is_dir():
+            raise InputError(f"--plot: directory {plot.parent} does not exist")
+    if projection not in PROJECTIONS:
+        raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+    stats = {"skipped_source": 0}
+    with VideoReader(source) as src_reader, VideoReader(dreamed) as dream_reader:
+        src_iter = iter(src_reader)
+        first = next(src_iter, None)
+        if first is None:
+            raise InputError(f"{source.name}: no video frame could be decoded")
+        wrap_x = _wrap_x(projection, src_reader, first.rgb)
+        pairs = _pairs(src_reader, itertools.chain([first], src_iter), dream_reader, stats)
+        src_frames, dream_frames = _split(pairs)
+        result = metrics.warp_error_series(src_frames, dream_frames, method=flow, wrap_x=wrap_x)
+    if result["frames"] == 0:
+        raise InputError(f"{dreamed.name} and {source.name} have no frames at the same time; "
+                         "is the first file the source of the second?")
+    if stats["skipped_source"]:
+        log.info("metrics: %d source frames have no frame in %s (a later start), skipped",
+                 stats["skipped_source"], dreamed.name)
+    per_frame = {key: _rounded(values) for key, values in result["per_frame"].items()}
+    out = {
+        "source": str(source),
+        "dreamed": str(dreamed),
+        "warp_error": round(result["warp_error"], _DECIMALS),
+        "source_warp_error": round(result["source_warp_error"], _DECIMALS),
+        "dream_strength": round(result["dream_strength"], _DECIMALS),
+        "frames": result["frames"],
+        "skipped_source_frames": stats["skipped_source"],
+        "wrap_x": wrap_x,
+        "flow": flow,
+    }
+    if plot is not None:
+        metrics.plot_metrics(result["per_frame"], plot)
+        out["plot"] = str(plot)
+    out["per_frame"] = per_frame
+    return out

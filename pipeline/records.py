@@ -1,0 +1,41 @@
+"""The frame record that flows through the loop, and the temporal state a checkpoint saves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class FrameRecord:
+    index: int  # 0-based within the rendered range; seeds the frame's randomness
+    pts: int | None
+    time_base: Fraction
+    source: np.ndarray  # H×W×3 uint8 at dream size
+    motion: list[tuple[np.ndarray, np.ndarray]] | None  # per eye: (backward flow to t−1, reliability mask)
+    cut: str = ""  # why the temporal chain resets here ("" = no scene cut)
+
+
+@dataclass(slots=True)
+class TemporalState:
+    """Everything the next frame needs from the past: exactly what a checkpoint stores."""
+
+    next_index: int = 0
+    prev_source: np.ndarray | None = None  # H×W×3 uint8
+    prev_residual: np.ndarray | None = None  # H×W×3 float32, dreamed − source, unrounded
+
+    def save(self, f) -> None:
+        arrays = {"next_index": np.array(self.next_index, dtype=np.int64)}
+        if self.prev_source is not None:
+            arrays["prev_source"] = self.prev_source
+            arrays["prev_residual"] = self.prev_residual
+        np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> TemporalState:
+        with np.load(path) as z:
+            src = z["prev_source"] if "prev_source" in z else None
+            res = z["prev_residual"] if "prev_residual" in z else None
+            return cls(int(z["next_index"]), src, res)
