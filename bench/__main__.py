@@ -29,7 +29,7 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 # Whole-run wall-clock budgets (s): CPU-only machine / with CUDA (CUDA cases run first there).
-DEFAULT_BUDGET = {"cpu": 450.0, "cpu_quick": 240.0, "cuda": 200.0, "cuda_quick": 150.0}
+DEFAULT_BUDGET = {"cpu": 450.0, "cpu_quick": 240.0, "cuda": 180.0, "cuda_quick": 150.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="auto/all: CUDA (when present) then CPU; or one of them")
     p.add_argument("--budget", type=float, default=None,
                    help="wall-clock seconds for the whole run; cases that would not fit are skipped and "
-                        "listed (default: 450 on CPU, 240 with --quick; 200 when CUDA is present)")
+                        "listed (default: 450 on CPU, 240 with --quick; 180 when CUDA is present)")
     p.add_argument("--json", metavar="PATH", help="write every measured number to PATH")
     return p.parse_args(argv)
 

@@ -164,8 +164,6 @@ def peak_rss_bytes() -> int:
 def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "-"
-    if ms >= 10000:
-        return f"{ms / 1000:.1f} s"
     if ms >= 100:
         return f"{ms:.0f}"
     return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"

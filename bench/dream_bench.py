@@ -136,16 +136,19 @@ def run_device(ctx: Context, device: str) -> list[dict]:
             res = asdict(case) | {"skipped": f"skipped: needs ~{fixed + per:.0f} s, {max(left, 0):.0f} s "
                                              f"of the budget left (--budget)"}
         else:
-            if fit < case.iters:
+            cut = fit < case.iters
+            if cut:
                 case = replace(case, iters=fit)
             if device == "cuda":
                 res = run_case(case, nets.get(case))
             else:
-                res = _run_subprocess(case, timeout_s=max(60.0, left + 60.0))
-                if res.get("wall_s") and "warm_s" in res:
+                res = _run_subprocess(case, timeout_s=max(30.0, left + 30.0))
+                if res.get("wall_s") and "warm_s" in res and res.get("ms"):
                     overhead = max(overhead * 0.5, res["wall_s"] - res["warm_s"] - sum(res["ms"]) / 1000)
-        if case.variant == "fp32" and (case.h, case.w) == SMALL and res.get("ms_median"):
-            refs[case.model] = res["ms_median"]
+            if cut:
+                res["note"] = f"iterations cut to {fit} by the budget"
+        if case.variant == "fp32" and (case.h, case.w) == SMALL and res.get("ms_min"):
+            refs[case.model] = res["ms_min"]
         results.append(res)
         _progress(res, ctx.budget.elapsed())
     return results
@@ -174,7 +177,7 @@ def ratios(results: list[dict]) -> list[dict]:
 
     def row(device: str, model: str, size: str, what: str, a: dict, b: dict) -> dict:
         return {"device": device, "model": model, "size": size, "what": what,
-                "ms_ratio": a["ms_median"] / b["ms_median"],
+                "ms_ratio": a["ms_min"] / b["ms_min"],
                 "peak_ratio": a["peak_bytes"] / b["peak_bytes"] if b["peak_bytes"] else None,
                 "peak_bytes": a["peak_bytes"], "peak_bytes_base": b["peak_bytes"]}
 
@@ -195,7 +198,7 @@ def ratios(results: list[dict]) -> list[dict]:
 def print_report(results: list[dict], rats: list[dict]) -> None:
     rows = []
     for r in results:
-        note = r.get("skipped") or r.get("error") or r.get("warning") or ""
+        note = r.get("skipped") or r.get("error") or r.get("warning") or r.get("note") or ""
         if not note and r.get("iters_done", 0) < r["iters"]:
             note = f"stopped after {r['iters_done']} (cap {r['cap_s']:.0f} s)"
         if not note and r["tile"] and (r["h"] > r["tile"] or r["w"] > r["tile"]):
@@ -209,9 +212,10 @@ def print_report(results: list[dict], rats: list[dict]) -> None:
     mem = sorted({r["mem_kind"] for r in results if r.get("mem_kind")})
     for m in mem:
         print(f"  peak MiB: {m}")
-    print("  ms/iter: median over the timed iterations, after warm-up (tiled CPU rows warm up on one tile)")
+    print("  ms/iter: median of the timed iterations after warm-up (tiled CPU rows warm up on one tile);")
+    print("  min ms: the fastest one, which the ratios below use (robust to other load on a shared CPU)")
     if rats:
-        print("\nratios (variant / baseline, same run)")
+        print("\nratios (variant / baseline, both measured in this run; ms from the fastest iteration)")
         print(table(["device", "model", "size", "comparison", "ms", "peak mem"],
                     [[q["device"], SHORT[q["model"]], q["size"], q["what"], f"x{q['ms_ratio']:.2f}",
                       f"x{q['peak_ratio']:.2f}" if q["peak_ratio"] is not None else "n/a"] for q in rats],

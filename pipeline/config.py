@@ -71,7 +71,7 @@ class TemporalCfg:
     enabled: bool = _f(True)
     flow: Literal["dis", "farneback", "raft"] = _f("dis")
     blend: float = _f(0.9, lo=0.0, hi=1.0)
-    iterations: int = _f(4, lo=0, hi=1000)
+    iterations: int = _f(3, lo=0, hi=1000)
     scene_cut: float = _f(0.4, lo=0.0, hi=1.0)
 
 
