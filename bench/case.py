@@ -141,12 +141,14 @@ def run_case(case: Case, net=None) -> dict:
             del x
             x = _image(case.h, case.w, dev, case.channels_last)
         times: list[float] = []
+        cpu_times: list[float] = []  # this process's CPU time (all threads): the load it put on the CPU
         t_start = time.perf_counter()
         for _ in range(max(1, case.iters)):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             x = D.ascent_step(x, net, obj, sch, gen, amp)
             sync()
             times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
             if time.perf_counter() - t_start >= case.cap_s:
                 break
         if not bool(torch.isfinite(x).all()):
@@ -154,7 +156,7 @@ def run_case(case: Case, net=None) -> dict:
         del x
     except torch.cuda.OutOfMemoryError as e:
         out["error"] = "CUDA out of memory: " + str(e).splitlines()[0][:120]
-        times = []
+        times, cpu_times = [], []
     if cuda:
         out["peak_bytes"] = torch.cuda.max_memory_allocated(dev) - base
         out["reserved_peak_bytes"] = torch.cuda.max_memory_reserved(dev)
@@ -167,6 +169,7 @@ def run_case(case: Case, net=None) -> dict:
     out["iters_done"] = len(ms)
     out["ms_median"] = statistics.median(ms) if ms else None
     out["ms_min"] = min(ms) if ms else None
+    out["cpu_ms_median"] = statistics.median(cpu_times) * 1000 if cpu_times else None
     out["ms_per_mpx"] = out["ms_median"] / (case.h * case.w / 1e6) if ms else None
     out["case_s"] = time.perf_counter() - t_case
     if cuda:

@@ -198,22 +198,26 @@ def ratios(results: list[dict]) -> list[dict]:
 def print_report(results: list[dict], rats: list[dict]) -> None:
     rows = []
     for r in results:
-        note = r.get("skipped") or r.get("error") or r.get("warning") or r.get("note") or ""
-        if not note and r.get("iters_done", 0) < r["iters"]:
-            note = f"stopped after {r['iters_done']} (cap {r['cap_s']:.0f} s)"
-        if not note and r["tile"] and (r["h"] > r["tile"] or r["w"] > r["tile"]):
-            note = f"{r['work_px'] // (min(r['tile'], r['h']) * min(r['tile'], r['w']))} tiles"
+        notes = [n for n in (r.get("skipped"), r.get("error"), r.get("warning"), r.get("note")) if n]
+        if r.get("ms") and r["tile"] and (r["h"] > r["tile"] or r["w"] > r["tile"]):
+            notes.append(f"{r['work_px'] // (min(r['tile'], r['h']) * min(r['tile'], r['w']))} tiles")
+        if r.get("ms") and r.get("iters_done", 0) < r["iters"]:
+            notes.append(f"stopped after {r['iters_done']} (cap {r['cap_s']:.0f} s)")
+        note = "; ".join(notes)
         rows.append([r["device"], SHORT[r["model"]], f"{r['w']}x{r['h']}", r["variant"],
                      str(r.get("iters_done", "-")), fmt_ms(r.get("ms_median")), fmt_ms(r.get("ms_min")),
+                     fmt_ms(r.get("cpu_ms_median")),
                      fmt_ms(r.get("ms_per_mpx")), fmt_mib(r.get("peak_bytes")), note])
     print()
-    heads = ["device", "model", "size", "variant", "iters", "ms/iter", "min ms", "ms/MP", "peak MiB", "note"]
-    print(table(heads, rows, right=[False, False, False, False, True, True, True, True, True, False]))
+    heads = ["device", "model", "size", "variant", "iters", "ms/iter", "min ms", "CPU ms", "ms/MP",
+             "peak MiB", "note"]
+    print(table(heads, rows, right=[False] * 4 + [True] * 6 + [False]))
     mem = sorted({r["mem_kind"] for r in results if r.get("mem_kind")})
     for m in mem:
         print(f"  peak MiB: {m}")
     print("  ms/iter: median of the timed iterations after warm-up (tiled CPU rows warm up on one tile);")
-    print("  min ms: the fastest one, which the ratios below use (robust to other load on a shared CPU)")
+    print("  min ms: the fastest one, which the ratios below use (robust to other load on a shared CPU);")
+    print("  CPU ms: process CPU time per iteration, all threads (wall >> CPU/threads: the CPU was shared)")
     if rats:
         print("\nratios (variant / baseline, both measured in this run; ms from the fastest iteration)")
         print(table(["device", "model", "size", "comparison", "ms", "peak mem"],

@@ -1,6 +1,7 @@
 """Logging setup: stdlib logging to stderr; FFmpeg's own log stays quiet unless --verbose."""
 
 import logging
+import sys
 
 
 class _Plain(logging.Formatter):
@@ -11,8 +12,20 @@ class _Plain(logging.Formatter):
         return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be swapped, e.g. by a test harness)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup(verbose: bool) -> None:
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if verbose
                          else _Plain("%(message)s"))
     root = logging.getLogger()

@@ -30,7 +30,9 @@ def encode_settings(cfg: Config, rate: Fraction, stereo: str) -> EncodeSettings:
     fps = float(rate) if rate else 30.0
     gop = max(1, round(fps))  # closed GOP of about one second
     if e.preset == "none":
-        return EncodeSettings(e.codec, e.crf, e.speed, "high" if e.codec == "h264" else None, None, gop, None, None)
+        # crf 0 is lossless, which only x264's High 4:4:4 Predictive profile allows: let x264 pick it.
+        profile = "high" if e.codec == "h264" and e.crf > 0 else None
+        return EncodeSettings(e.codec, e.crf, e.speed, profile, None, gop, None, None)
     if e.preset == "quest":
         mono = (5760, 2880) if fps <= 30.5 else (4096, 2048)
         cap = {"mono": mono, "top-bottom": (4096, 4096) if fps <= 30.5 else (2880, 2880),

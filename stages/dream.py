@@ -17,6 +17,7 @@ import torch
 
 EPS = 1e-8
 MIN_OCTAVE_SIDE = 32
+WRAP_MULTIPLE = 32  # the deepest stride of the bundled networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +189,14 @@ def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.
     return (x + (sch.step_size / 255.0) * g).clamp_(0.0, 1.0)
 
 
-def octave_sizes(h: int, w: int, octaves: int, scale: float) -> list[tuple[int, int]]:
-    sizes = [(h, w)]
-    for _ in range(1, octaves):
-        nh, nw = round(sizes[-1][0] / scale), round(sizes[-1][1] / scale)
+def octave_sizes(h: int, w: int, octaves: int, scale: float, multiple: int = 1) -> list[tuple[int, int]]:
+    """Pyramid sizes, finest first. `multiple` rounds widths so strided convs tile a wrapped row evenly."""
+    def fit(n: float) -> int:
+        return max(multiple, round(n / multiple) * multiple)
+
+    sizes = [(h, fit(w))]
+    for i in range(1, octaves):
+        nh, nw = round(h / scale ** i), fit(w / scale ** i)
         if min(nh, nw) < MIN_OCTAVE_SIDE:
             break
         sizes.append((nh, nw))
@@ -201,9 +206,14 @@ def octave_sizes(h: int, w: int, octaves: int, scale: float) -> list[tuple[int, 
 def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator, *,
                   amp_dtype: torch.dtype | None = None,
                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """google/deepdream's octave loop: dream the coarse scale, carry only the *detail* upward."""
-    sizes = octave_sizes(img.shape[2], img.shape[3], sch.octaves, sch.octave_scale)
-    bases = [img] + [resize(img, s, wrap_x=sch.wrap_x) for s in sizes[1:]]
+    """google/deepdream's octave loop: dream the coarse scale, carry only the *detail* upward.
+
+    On equirect frames every octave's width is a multiple of WRAP_MULTIPLE: a stride-2 conv over an
+    odd-width wrapped row would put its sampling grid out of step at the seam, and the seam shows.
+    """
+    h, w = img.shape[2], img.shape[3]
+    sizes = octave_sizes(h, w, sch.octaves, sch.octave_scale, WRAP_MULTIPLE if sch.wrap_x else 1)
+    bases = [resize(img, s, wrap_x=sch.wrap_x) for s in sizes]
     detail = torch.zeros_like(bases[-1])
     total, done = len(bases) * sch.iterations, 0
     for base in reversed(bases):
@@ -215,7 +225,7 @@ def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: to
             if on_step:
                 on_step(done, total)
         detail = x - base
-    return (img + detail).clamp(0.0, 1.0)
+    return (img + resize(detail, (h, w), wrap_x=sch.wrap_x)).clamp(0.0, 1.0)
 
 
 def guide_features(guide: torch.Tensor, net, layers: list[str]) -> dict[str, torch.Tensor]:

@@ -190,3 +190,36 @@ def plot_metrics(per_frame: dict, png_path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def seam_stats(residual: np.ndarray) -> dict:
+    """How visible the 0/360° meridian is in a dream residual r = dreamed − source (H×W[×C]).
+
+    continuity: mean |r(col 0) − r(col W−1)| ÷ mean |r(col k) − r(col k+1)| over the interior (≈1
+    seamless; a cut shows as > 1). band: mean |r| over the W/64 columns each side of the seam ÷ mean
+    |r| overall (≈1 seamless; zero padding leaves an under-dreamed strip < 1, doubled work a hot one > 1).
+    Both are noisy on one image: average them over frames or yaw rotations.
+    """
+    r = np.asarray(residual, dtype=np.float32)
+    w = r.shape[1]
+    interior = float(np.abs(np.diff(r[:, 1:-1], axis=1)).mean())
+    seam = float(np.abs(r[:, 0] - r[:, -1]).mean())
+    k = max(1, w // 64)
+    band = float(np.concatenate([np.abs(r[:, :k]), np.abs(r[:, -k:])], axis=1).mean())
+    return {"continuity": seam / max(interior, 1e-9), "band": band / max(float(np.abs(r).mean()), 1e-9)}
+
+
+def pole_stats(source: np.ndarray, dreamed: np.ndarray, rows: int | None = None) -> dict:
+    """Pinching at the poles: horizontal variance of the top and bottom rows, dreamed ÷ source.
+
+    A pole row is one point of the sphere smeared across the width, so a real panorama's pole rows are
+    near-uniform; a dream that swirls there raises their variance by orders of magnitude.
+    """
+    s = np.asarray(source, dtype=np.float32)
+    d = np.clip(np.asarray(dreamed, dtype=np.float32), 0, 255)
+    n = rows or max(1, s.shape[0] // 32)
+    caps = lambda a: np.concatenate([a[:n], a[-n:]])  # noqa: E731
+    var_s = float(caps(s).var(axis=1).mean())
+    var_d = float(caps(d).var(axis=1).mean())
+    return {"row_variance_ratio": var_d / max(var_s, 1.0), "source_row_variance": var_s,
+            "pole_residual_ratio": float(np.abs(caps(d - s)).mean() / max(np.abs(d - s).mean(), 1e-9))}

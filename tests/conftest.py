@@ -1,0 +1,85 @@
+"""Shared fixtures: the embedded EfficientNet-Lite0 built once per session, the chelsea photo, CLI helpers.
+
+Torch is imported lazily so test files that never touch a model do not pay for it.
+
+CPU threads: this machine has 2 cores and is often shared with other jobs. With the CPU oversubscribed,
+OpenMP's spinning worker threads make small convolutions ~100x slower (measured: a 32x64 gradient
+through block3 took 0.66 s with 2 threads, 3 ms with 1). So the test session runs torch with one
+thread (override with DEEPDREAM_TEST_THREADS=N), and `cli_env()` gives subprocesses OMP_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHELSEA = REPO / "sample_media" / "chelsea.png"
+TEST_THREADS = int(os.environ.get("DEEPDREAM_TEST_THREADS", "1"))
+
+
+def _limit_torch_threads() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and TEST_THREADS > 0 and torch.get_num_threads() != TEST_THREADS:
+        torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    """Applies the thread limit once collection has imported torch (if any test module did)."""
+    _limit_torch_threads()
+    yield
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for `python -m pipeline` subprocesses: one BLAS/OpenMP thread, no colour, no tty."""
+    env = dict(os.environ)
+    if TEST_THREADS > 0:
+        env["OMP_NUM_THREADS"] = str(TEST_THREADS)
+        env["MKL_NUM_THREADS"] = str(TEST_THREADS)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The embedded EfficientNet-Lite0 `FeatureNet`, frozen, on CPU (built once; do not modify it)."""
+    from stages import zoo
+
+    _limit_torch_threads()
+    return zoo.build_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def chelsea_rgb() -> np.ndarray:
+    """sample_media/chelsea.png as an H×W×3 uint8 array (300×451, scikit-image's chelsea the cat)."""
+    from PIL import Image
+
+    with Image.open(CHELSEA) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    rgb.setflags(write=False)
+    return rgb
+
+
+def resized(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
+    """An RGB uint8 array resized to w×h (bilinear) with Pillow."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BILINEAR))
+
+
+@pytest.fixture(scope="session")
+def chelsea_tensor(chelsea_rgb):
+    """Returns a function (w, h) -> 1×3×h×w float tensor in [0, 1] of the chelsea photo."""
+    import torch
+
+    from stages.dream import to_tensor
+
+    def make(w: int, h: int):
+        return to_tensor(resized(chelsea_rgb, w, h), torch.device("cpu"))
+
+    return make

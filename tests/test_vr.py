@@ -1,0 +1,202 @@
+"""360° and stereo: seam-free dreaming, poles, metadata in the output, headset presets, bad layouts."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.engine import DreamEngine
+from pipeline.layout import resolve_layout
+from pipeline.presets import capped_max_side, encode_settings
+from pipeline.runner import run_video
+from stages.metrics import pole_stats, seam_stats
+from stages.spherical_meta import inject_spherical, read_spherical
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOM_JPG = ROOT / "sample_media" / "testRoom1_2kMono.jpg"
+ROOM_MP4 = ROOT / "sample_media" / "testRoom1_1920Mono.mp4"
+YAWS = (37, 101, 219, 333, 171, 290, 59, 250)  # not multiples of 90°: the room's grid lines sit there
+
+
+def periodic_texture(h: int, w: int, seed: int) -> np.ndarray:
+    """A horizontally periodic scene with uniform pole rows, like a real equirect frame."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (h // 8, w // 8, 3)).astype(np.float32)
+    tex = cv2.resize(np.concatenate([small, small, small], axis=1), (3 * w, h), interpolation=cv2.INTER_CUBIC)
+    tex = tex[:, w:2 * w]  # the middle copy: its left and right edges continue each other
+    fade = np.cos(np.linspace(-np.pi / 2, np.pi / 2, h))[:, None, None] ** 0.5
+    return np.clip(tex * fade + 128 * (1 - fade), 0, 255).astype(np.uint8)
+
+
+def write_clip(path: Path, frames: list[np.ndarray], rate: int = 30, crf: int = 12) -> Path:
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.height, vs.width = frames[0].shape[:2]
+        vs.pix_fmt, vs.options = ("yuv444p", {"qp": "0"}) if crf == 0 else ("yuv420p", {"crf": str(crf)})
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    return path
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def side_data(path: Path) -> tuple[bool, int | None]:
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            kinds = {str(sd.type).split(".")[-1]: bytes(sd) for sd in f.side_data}
+            stereo = struct.unpack("<i", kinds["STEREO3D"][:4])[0] if "STEREO3D" in kinds else None
+            return "SPHERICAL" in kinds, stereo
+
+
+@pytest.fixture(scope="module")
+def room() -> np.ndarray:
+    return np.asarray(Image.open(ROOM_JPG).convert("RGB").resize((256, 128), Image.Resampling.LANCZOS))
+
+
+def dream_rotations(img: np.ndarray, wrap: bool) -> tuple[float, float]:
+    cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6", f"spherical.wrap={str(wrap).lower()}"])
+    engine = DreamEngine(cfg)
+    stats = []
+    for k, yaw in enumerate(YAWS):
+        src = np.roll(img, yaw, axis=1)
+        out = engine.dream(src, frame_index=k, wrap_x=wrap, pole_exponent=cfg.spherical.pole_exponent)
+        stats.append(seam_stats(out - src.astype(np.float32)))
+    return tuple(np.mean([[s["continuity"], s["band"]] for s in stats], axis=0))
+
+
+def test_real_still_is_seamless_over_yaw_rotations(room: np.ndarray) -> None:
+    continuity, band = dream_rotations(room, wrap=True)
+    assert continuity <= 1.05, f"continuity {continuity:.3f}"
+    assert 0.85 <= band <= 1.15, f"band {band:.3f}"
+
+
+def test_equirect_clip_is_seamless_and_tagged(tmp_path: Path) -> None:
+    tex = periodic_texture(128, 256, seed=3)
+    frames = [np.roll(tex, 9 * i, axis=1) for i in range(10)]  # the camera yaws 12.7° a frame
+    src = write_clip(tmp_path / "pano.mp4", frames)
+    dst = tmp_path / "out.mp4"
+    # A near-lossless encode: the codec's own edge noise is not continuous across the frame's edges and
+    # would otherwise dominate a 256-px residual.
+    run_video(src, dst, load_config("default", ["dream.octaves=2", "dream.iterations=5", "projection=equirect",
+                                                "encode.crf=8"]))
+    out = decoded(dst)
+    stats = [seam_stats(o.astype(np.float32) - s.astype(np.float32)) for o, s in zip(out, frames)]
+    continuity = np.mean([s["continuity"] for s in stats])
+    band = np.mean([s["band"] for s in stats])
+    assert continuity <= 1.05, f"continuity {continuity:.3f}"
+    assert 0.85 <= band <= 1.15, f"band {band:.3f}"
+    meta = read_spherical(dst)
+    assert meta["v1"]["stereo"] == meta["v2"]["stereo"] == "mono"
+    assert side_data(dst) == (True, 0)
+    boxes = meta["top_level"]
+    assert boxes.index("moov") < boxes.index("mdat")
+    assert len(out) == 10
+
+
+def test_poles_are_not_pinched(room: np.ndarray) -> None:
+    """Latitude weighting keeps the pole rows near-uniform; without it they swirl."""
+    def top_variance(exponent: float) -> float:
+        cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6",
+                                      f"spherical.pole_exponent={exponent}"])
+        out = DreamEngine(cfg).dream(room, wrap_x=True, pole_exponent=exponent)
+        return pole_stats(room, out)["row_variance_ratio"]
+    with_poles, without = top_variance(1.0), top_variance(0.0)
+    assert with_poles < 0.2 * without, (with_poles, without)
+
+
+def test_room_video_without_metadata_is_detected_and_tagged(tmp_path: Path, capsys) -> None:
+    dst = tmp_path / "room.mp4"
+    assert main(["video", str(ROOM_MP4), str(dst), "--set", "input.max_side=128", "--set", "video.max_frames=3",
+                 "--set", "dream.octaves=1", "--set", "dream.iterations=2"]) == 0
+    assert any(line.startswith("warning:") and "equirect" in line for line in capsys.readouterr().err.splitlines())
+    assert side_data(dst) == (True, 0)
+    assert len(decoded(dst)) == 3
+
+
+@pytest.mark.parametrize("layout,shape,code", [("top-bottom", (128, 128), 2), ("left-right", (64, 256), 1)])
+def test_stereo_layout_and_metadata_survive(tmp_path: Path, layout: str, shape, code: int) -> None:
+    eye = periodic_texture(64, 128, seed=5)
+    frame = np.concatenate([eye, eye], axis=0 if layout == "top-bottom" else 1)
+    assert frame.shape[:2] == shape
+    plain = write_clip(tmp_path / "plain.mp4", [frame, np.roll(frame, 3, axis=1)], crf=0)
+    src = tmp_path / "stereo.mp4"
+    inject_spherical(plain, src, stereo=layout)
+    dst = tmp_path / "out.mp4"
+    run_video(src, dst, load_config("default", ["dream.octaves=2", "dream.iterations=3", "encode.crf=4"]))
+    meta = read_spherical(dst)
+    assert meta["v1"]["stereo"] == meta["v2"]["stereo"] == layout
+    assert side_data(dst) == (True, code)
+    out = decoded(dst)[0].astype(np.float32) - decoded(src)[0].astype(np.float32)
+    a, b = (out[:64], out[64:]) if layout == "top-bottom" else (out[:, :128], out[:, 128:])
+    # Both eyes are dreamed in one batch with one jitter and seed, so identical eyes get matching
+    # dreams (up to the output codec's noise): a fusable stereo pair, not binocular rivalry.
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    assert np.abs(out).mean() > 2
+
+
+def test_stereo_eyes_share_jitter_and_seed() -> None:
+    eye = periodic_texture(64, 128, seed=2)
+    engine = DreamEngine(load_config("default", ["dream.octaves=2", "dream.iterations=3"]))
+    out = engine.dream(np.stack([eye, eye]), wrap_x=True)
+    assert np.array_equal(out[0], out[1])
+
+
+def test_mono_flat_clip_gets_no_spherical_metadata(tmp_path: Path) -> None:
+    frames = [np.full((48, 64, 3), 90, np.uint8) + np.uint8(i) for i in range(2)]
+    dst = tmp_path / "out.mp4"
+    run_video(write_clip(tmp_path / "flat.mp4", frames), dst, load_config("default", ["dream.iterations=1"]))
+    assert read_spherical(dst)["v1"] is None and side_data(dst)[0] is False
+
+
+def test_forced_layouts_and_their_errors(tmp_path: Path, room: np.ndarray, capsys) -> None:
+    cfg = load_config("default", ["projection=flat"])
+    assert resolve_layout(cfg, room).projection == "flat"  # a 2:1 video that is not 360 can be forced flat
+    wide = write_clip(tmp_path / "wide.mp4", [np.zeros((36, 64, 3), np.uint8)])
+    assert main(["video", str(wide), str(tmp_path / "o.mp4"), "--set", "projection=equirect"]) == 2
+    assert "2:1" in capsys.readouterr().err
+    odd = write_clip(tmp_path / "odd.mp4", [np.zeros((66, 64, 3), np.uint8)] * 1)
+    assert main(["video", str(odd), str(tmp_path / "o.mp4"), "--set", "stereo=top-bottom",
+                 "--set", "input.max_side=33"]) == 2
+    assert "even height" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_preset_caps_and_codecs() -> None:
+    assert capped_max_side(7680, 3840, None, (5760, 2880)) == 5760
+    assert capped_max_side(1920, 960, 512, (5760, 2880)) == 512
+    quest = encode_settings(load_config("default", ["encode.preset=quest"]), Fraction(60), "mono")
+    assert quest.codec == "hevc" and quest.max_size == (4096, 2048)
+    yt = encode_settings(load_config("default", ["encode.preset=youtube360"]), Fraction(30), "top-bottom")
+    assert yt.codec == "h264" and yt.gop == 15
+
+
+def test_quest_preset_writes_hvc1_with_metadata(tmp_path: Path) -> None:
+    # libx265 after libx264 in one process can corrupt the heap in this PyAV build: use a fresh process.
+    tex = periodic_texture(64, 128, seed=1)
+    src = write_clip(tmp_path / "pano.mp4", [tex, np.roll(tex, 4, axis=1)])
+    dst = tmp_path / "quest.mp4"
+    r = subprocess.run([sys.executable, "-m", "pipeline", "video", str(src), str(dst), "--set", "encode.preset=quest",
+                        "--set", "dream.octaves=1", "--set", "dream.iterations=2"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.name == "hevc"
+    assert b"hvc1" in dst.read_bytes()[:200_000]
+    assert read_spherical(dst)["v2"]["projection"] == "equirect"
