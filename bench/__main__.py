@@ -24,8 +24,8 @@ from bench.common import Budget, Context, machine_info, print_machine
 SECTIONS: dict[str, tuple[str, str, str]] = {
     "dream": ("bench.dream_bench", "run",
               "ms per dream iteration + peak memory: models x sizes, frozen, tiled, amp, 4000x3000"),
-    # "video": ("bench.video_bench", "run", "decode → dream → encode frames per second"),
-    # "vr": ("bench.vr_bench", "run", "360° equirect / stereo frames per second"),
+    "video": ("bench.video_bench", "run", "decode → dream → encode frames per second"),
+    "vr": ("bench.vr_bench", "run", "360° equirect: wrap cost per iteration, seam and pole report"),
 }
 
 # Whole-run wall-clock budgets (s): CPU-only machine / with CUDA (CUDA cases run first there).

@@ -7,6 +7,7 @@ the device and the prepared objective.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +70,12 @@ class DreamEngine:
         check_config(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.dream.device)
+        if self.device.type == "cuda":
+            # Resumed renders must be bit-identical: no autotuned or atomic-add kernels.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            torch.use_deterministic_algorithms(True, warn_only=True)
         t0 = time.perf_counter()
         net = zoo.build_model(cfg.model.name, cfg.model.weights)
         self.net = net.to(self.device)

@@ -108,6 +108,16 @@ def _ramp(length: int, overlap: int, left: bool, right: bool, device) -> torch.T
     return w
 
 
+def _runs(x0: int, length: int, w: int) -> list[tuple[int, int, int]]:
+    """Columns x0 .. x0+length (mod w) as contiguous (start, stop, offset-in-tile) runs."""
+    x0 %= w
+    first = min(length, w - x0)
+    runs = [(x0, x0 + first, 0)]
+    if first < length:
+        runs.append((0, length - first, first))
+    return runs
+
+
 def input_gradient(x: torch.Tensor, net, obj: Objective, *, tile: int, wrap_x: bool, gen: torch.Generator,
                    amp_dtype: torch.dtype | None = None, tile_batch_px: int = 0) -> torch.Tensor:
     """d objective / d x, on feathered overlapping tiles when the image is larger than `tile`."""
@@ -137,8 +147,12 @@ def input_gradient(x: torch.Tensor, net, obj: Objective, *, tile: int, wrap_x: b
             wx = _ramp(tw, ov, wrap_x or x0 > 0, wrap_x or x0 + tw < w, x.device) if tiled_x \
                 else torch.ones(tw, device=x.device)
             wt = (wy[:, None] * wx[None, :])[None, None]
-            acc[:, :, y0:y0 + th].index_add_(3, ix, g[k * n:(k + 1) * n] * wt)
-            wsum[:, :, y0:y0 + th].index_add_(3, ix, wt)
+            # Plain slice adds (a wrapped tile is at most two runs of columns): unlike index_add_,
+            # they are deterministic on CUDA, which bit-identical resumes rely on.
+            gt = g[k * n:(k + 1) * n] * wt
+            for a, b, off in _runs(x0, tw, w):
+                acc[:, :, y0:y0 + th, a:b] += gt[..., off:off + b - a]
+                wsum[:, :, y0:y0 + th, a:b] += wt[..., off:off + b - a]
     return acc / wsum.clamp_min(EPS)
 
 
