@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -282,6 +283,12 @@ def _render(src: Path, cfg: Config, plan: Plan, run: RunDir) -> RunStats:
             t0 = time.perf_counter()
             dreamed, reset = dream_frame(engine, cfg, plan, rec, state)
             stats.dream_s += time.perf_counter() - t0
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("frame %d crc: source %08x flow %08x residual-in %08x dreamed %08x", rec.index,
+                          zlib.crc32(rec.source.tobytes()),
+                          zlib.crc32(rec.motion[0][0].tobytes()) if rec.motion else 0,
+                          zlib.crc32(state.prev_residual.tobytes()) if state.prev_residual is not None else 0,
+                          zlib.crc32(dreamed.tobytes()))
             if reset:
                 stats.resets.append(rec.index)
                 log.info("frame %d: scene cut (%s); the dream starts fresh", rec.index, rec.cut)

@@ -89,10 +89,14 @@ class VideoWriter:
         ctx.gop_size = gop
         opts = {"crf": str(crf), "preset": preset}
         if codec == "h264":
-            opts["profile"] = profile or "high"
+            # crf 0 is lossless, which only High 4:4:4 Predictive allows: then let x264 choose.
+            if profile or crf:
+                opts["profile"] = profile or "high"
             # min-keyint = keyint stops scene cuts from starting GOPs at odd places; open-gop off
-            # keeps every GOP decodable on its own, as segment boundaries need.
-            opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0"
+            # keeps every GOP decodable on its own, as segment boundaries need. cpu-independent: without
+            # it the same frames encoded to different pictures from process to process (measured), and a
+            # resumed render must decode bit-identical to an uninterrupted one.
+            opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0:cpu-independent=1"
         else:
             if profile:
                 opts["profile"] = profile

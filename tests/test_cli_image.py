@@ -231,6 +231,32 @@ def test_rgba_png_keeps_alpha(media, tmp_path, capfd):
         assert np.array_equal(np.asarray(im)[..., 3], np.asarray(src)[..., 3])
 
 
+def test_rgba_alpha_follows_a_downscale(media, tmp_path, capfd):
+    out = tmp_path / "o.png"
+    rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST, "--set", "input.max_side=32"], capfd)
+    assert rc == 0, err
+    with Image.open(media["rgba"]) as src, Image.open(out) as im:
+        assert im.mode == "RGBA" and im.size == (32, 22)
+        want = np.asarray(src.getchannel("A").resize(im.size, Image.Resampling.BILINEAR), dtype=int)
+        assert np.abs(np.asarray(im.getchannel("A"), dtype=int) - want).max() <= 2
+
+
+@pytest.mark.xfail(strict=True, reason="stages/still.py read_still: Image.convert('RGB') on a 16-bit "
+                   "grayscale PNG (mode I;16) clips every value above 255 to white instead of scaling")
+def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
+    ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    src = tmp_path / "gray16.png"
+    Image.fromarray(ramp).save(src)
+    with Image.open(src) as im:
+        assert im.mode == "I;16"
+    out = tmp_path / "o.png"
+    rc, _, err = run_inprocess(["image", src, out, "--set", "dream.iterations=0"], capfd)  # no dream: a copy
+    assert rc == 0, err
+    got = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
+    want = ramp.astype(np.float32) / 257.0
+    assert np.abs(got - want).mean() < 2.0, f"mean output {got.mean():.1f}, expected {want.mean():.1f}"
+
+
 def test_rgba_to_jpeg_drops_alpha_with_a_note(media, tmp_path, capfd):
     out = tmp_path / "o.jpg"
     rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST], capfd)
