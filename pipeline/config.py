@@ -21,6 +21,7 @@ import yaml
 from pipeline.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame
 
 
 def _f(default, *, lo=None, hi=None, lo_open=False, doc=""):
@@ -156,7 +157,10 @@ def load_config(config: str | None = "default", overrides: typing.Sequence[str] 
         for k in reversed(keys[:-1]):
             patch = {k: patch}
         raw = _merge(raw, patch)
-    return build(Config, raw, "")
+    cfg = build(Config, raw, "")
+    if 0 < cfg.dream.tile < MIN_TILE:
+        raise ConfigError(f"dream.tile: must be 0 (never tile) or >= {MIN_TILE}, got {cfg.dream.tile}")
+    return cfg
 
 
 def build(cls, data: Any, prefix: str):

@@ -48,12 +48,11 @@ def check_config(cfg: Config) -> None:
     except InputError as e:
         raise ConfigError(f"model.name: {e}") from e
     layers = resolve_layers(cfg)
-    exposed = [li.name for li in zoo.layer_table(cfg.model.name)]
-    for name in list(layers) + list(cfg.dream.channels or {}):
-        if name not in exposed:
-            raise ConfigError(f"dream.layers: unknown layer {name!r} for {cfg.model.name}; "
-                              f"valid layers: {', '.join(exposed)}")
     table = {li.name: li for li in zoo.layer_table(cfg.model.name)}
+    for name in list(layers) + list(cfg.dream.channels or {}):
+        if name not in table:
+            raise ConfigError(f"dream.layers: unknown layer {name!r} for {cfg.model.name}; "
+                              f"valid layers: {', '.join(table)}")
     for name, chans in (cfg.dream.channels or {}).items():
         bad = [c for c in chans if not 0 <= c < table[name].channels]
         if bad:
@@ -67,7 +66,7 @@ def check_config(cfg: Config) -> None:
 
 class DreamEngine:
     def __init__(self, cfg: Config) -> None:
-        check_config(cfg)
+        check_config(cfg)  # cheap (the layer table is cached); the engine may be built without the CLI
         self.cfg = cfg
         self.device = resolve_device(cfg.dream.device)
         if self.device.type == "cuda":

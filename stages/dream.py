@@ -142,7 +142,7 @@ def input_gradient(x: torch.Tensor, net, obj: Objective, *, tile: int, wrap_x: b
         crops = [x[:, :, y0:y0 + th].index_select(3, ix) for (y0, _), ix in zip(chunk, idx)]
         g = _grad_once(torch.cat(crops), net, obj, wrap_x=wrap_x and not tiled_x,
                        area_scale=(th * tw) / (h * w), amp_dtype=amp_dtype)
-        for k, ((y0, x0), ix) in enumerate(zip(chunk, idx)):
+        for k, (y0, x0) in enumerate(chunk):
             wy = _ramp(th, ov, y0 > 0, y0 + th < h, x.device)
             wx = _ramp(tw, ov, wrap_x or x0 > 0, wrap_x or x0 + tw < w, x.device) if tiled_x \
                 else torch.ones(tw, device=x.device)

@@ -124,6 +124,8 @@ class FeatureNet(nn.Module):
         """Class logits (for checks such as the weights test); features() is the dreaming path."""
         if self.head is None:
             raise RuntimeError(f"{self.name} has no classifier head")
+        for s in self._seams:
+            s.wrap_x = False  # a classifier sees a flat image, whatever the last features() call was
         h = (x - self.mean) / self.std
         for stage in self.stages:
             h = stage(h)

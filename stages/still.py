@@ -58,6 +58,8 @@ def read_still(path: Path) -> Still:
         with Image.open(path) as im:
             im.load()  # a truncated file fails here, not later in the dream
             im = ImageOps.exif_transpose(im)
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                im = _to_8bit(im)
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
             rgba = im.convert("RGBA") if has_alpha else None
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
@@ -68,6 +70,15 @@ def read_still(path: Path) -> Still:
             from e
     alpha = np.asarray(rgba)[..., 3].copy() if rgba is not None else None
     return Still(rgb, alpha)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit / 32-bit grey to 8-bit by scaling, not clipping (Pillow's convert clips at 255)."""
+    a = np.asarray(im, dtype=np.float64)
+    top = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+    if im.mode in ("I", "F") and a.max() > 65535:
+        top = float(a.max())
+    return Image.fromarray(np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8), "L")
 
 
 def resize_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -86,7 +97,7 @@ def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
     im = Image.fromarray(rgb, "RGB")
     if alpha is not None:
         if fmt == "JPEG":
-            log.warning("note: JPEG has no alpha channel; the input's transparency is dropped")
+            log.warning("JPEG has no alpha channel; the input's transparency is dropped")
         else:
             a = Image.fromarray(alpha, "L")
             if a.size != im.size:

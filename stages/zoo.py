@@ -7,6 +7,7 @@ local state dict given as `model.weights`; never a silent random network.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -150,7 +151,8 @@ def _torchvision_state_dict(name: str, enum) -> dict:
             f"or use model.name: efficientnet_lite0 (embedded, works offline)") from e
 
 
-def layer_table(name: str) -> list[LayerInfo]:
+@functools.lru_cache(maxsize=None)
+def layer_table(name: str) -> tuple[LayerInfo, ...]:
     """Channels and stride of every exposed layer, from a shape-only pass on the meta device."""
     check_model_name(name)
     if name == "efficientnet_lite0":
@@ -167,5 +169,5 @@ def layer_table(name: str) -> list[LayerInfo]:
     x = torch.zeros(1, 3, size, size, device="meta")
     feats = net.features(x, net.exposed)
     # Valid (unpadded) convs shave a few pixels off Inception's maps: round the ratio to a power of two.
-    return [LayerInfo(n, int(feats[n].shape[1]), 2 ** round(math.log2(size / int(feats[n].shape[-1]))))
-            for n in net.exposed]
+    return tuple(LayerInfo(n, int(feats[n].shape[1]), 2 ** round(math.log2(size / int(feats[n].shape[-1]))))
+                 for n in net.exposed)

@@ -241,8 +241,6 @@ def test_rgba_alpha_follows_a_downscale(media, tmp_path, capfd):
         assert np.abs(np.asarray(im.getchannel("A"), dtype=int) - want).max() <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="stages/still.py read_still: Image.convert('RGB') on a 16-bit "
-                   "grayscale PNG (mode I;16) clips every value above 255 to white instead of scaling")
 def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
     ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
     src = tmp_path / "gray16.png"

@@ -275,9 +275,6 @@ def test_tile_starts_cover_every_pixel(wrap):
             assert len(starts) <= math.ceil(n / (tile - overlap)) + 1, where
 
 
-@pytest.mark.xfail(strict=True, reason="dream.tile accepts 1..8 (pipeline/config.py) but stages/dream.py "
-                   "input_gradient uses overlap max(8, tile//4) >= tile: tile_starts divides by zero (wrap) "
-                   "or loops forever (no wrap)")
 def test_every_tile_size_the_config_accepts_works(lite0):
     from pipeline.config import ConfigError, load_config
 

@@ -226,8 +226,6 @@ def test_wrap_x_only_changes_columns_near_the_edges(lite0, chelsea_tensor):
     assert not torch.allclose(a[..., :1], b[..., :1], atol=1e-2 * a.abs().max().item())
 
 
-@pytest.mark.xfail(strict=True, reason="stages/models.py FeatureNet.forward() does not reset SeamPad.wrap_x: "
-                   "logits after a features(..., wrap_x=True) call use circular padding")
 def test_forward_logits_do_not_depend_on_a_previous_wrap_x_call(chelsea_rgb):
     from stages.dream import to_tensor
 
