@@ -105,13 +105,15 @@ def test_changed_input_is_refused(tmp_path: Path) -> None:
 
 def test_second_render_into_the_same_output_is_refused(clip: Path, tmp_path: Path) -> None:
     dst = tmp_path / "out.mp4"
-    first = subprocess.Popen(cmd(clip, dst), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slow = ("--set", "dream.iterations=40", "--set", "temporal.iterations=40")  # still running when the 2nd starts
+    first = subprocess.Popen(cmd(clip, dst, *slow), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while frames_done(dst) < 5:
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        r = run(cmd(clip, dst))
+        r = run(cmd(clip, dst, *slow))
+        assert first.poll() is None, "the first render ended too soon for this test"
         assert r.returncode == 2
         assert "another render" in r.stderr.strip().splitlines()[-1]
     finally:
