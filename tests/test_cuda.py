@@ -27,11 +27,17 @@ def test_cuda_dream_amplifies_and_matches_cpu_direction() -> None:
     gpu = DreamEngine(load_config("default", cfg + ["dream.device=cuda"]))
     cpu = DreamEngine(load_config("default", cfg + ["dream.device=cpu"]))
     assert gpu.amp in (torch.bfloat16, torch.float16)
-    a = gpu.dream(img) - img
-    b = cpu.dream(img) - img
-    assert np.abs(a).mean() > 2
-    # bf16 rounding changes the trajectory, not what is being amplified
-    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.3
+    a, b = gpu.dream(img), cpu.dream(img)
+    # bf16 rounding changes the trajectory (DeepDream is chaotic), not what is amplified or how much:
+    # both raise the objective, by a similar factor, measured with the same fp32 CPU network.
+    def objective(rgb):
+        with torch.no_grad():
+            feats = cpu.net.features(D.to_tensor(rgb, torch.device("cpu")), ["block9"])
+        return float(D.objective_loss(feats, cpu.objective))
+    base = objective(img)
+    gain_gpu, gain_cpu = objective(a) / base, objective(b) / base
+    assert gain_gpu > 1.2 and gain_cpu > 1.2, (gain_gpu, gain_cpu)
+    assert 0.5 < gain_gpu / gain_cpu < 2.0, (gain_gpu, gain_cpu)
 
 
 def test_cuda_dream_is_deterministic_for_resume() -> None:
