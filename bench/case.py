@@ -37,7 +37,7 @@ class Case:
     frozen: bool = True  # FeatureNet.finalize() freezes; False = net.requires_grad_(True)
     amp: bool = False  # autocast with amp_dtype_for(device) (CUDA: bf16, else fp16)
     channels_last: bool = False  # model and input in channels_last (what the engine does on CUDA)
-    tile_batch_px: int = 0  # Schedule.tile_batch_px (the engine uses 4·512² on CUDA)
+    tile_batch_px: int = 0  # Schedule.tile_batch_px (the engine stacks up to 32·512² on CUDA)
     warmup: int = 1
     iters: int = 3
     warm_at_tile: bool = False  # warm up on one tile-sized image: every tile has that shape

@@ -23,7 +23,7 @@ GOOGLENET = "googlenet"
 MODELS = (LITE0, GOOGLENET)
 SHORT = {LITE0: "lite0", GOOGLENET: "googlenet"}
 SMALL, HD, HUGE = (512, 512), (1080, 1920), (3000, 4000)  # (h, w)
-ENGINE_TILE_BATCH = 4 * 512 * 512  # what pipeline.engine passes as tile_batch_px on CUDA
+ENGINE_TILE_BATCH = 32 * 512 * 512  # pipeline.engine on CUDA: up to 32 tiles per forward (memory allowing)
 
 
 # -------------------------------------------------- plans (priority order: the budget cuts the tail)
@@ -75,7 +75,7 @@ VARIANTS = {
     "amp": "as fp32 under torch.autocast(amp_dtype_for(device))",
     "cl": "as fp32 with model and input in channels_last",
     "amp+cl": "autocast + channels_last, untiled",
-    "engine": "what DreamEngine runs on CUDA: tile=512, 4 tiles per forward, autocast, channels_last",
+    "engine": "what DreamEngine runs on CUDA: tile=512, up to 32 tiles per forward, autocast, channels_last",
 }
 
 

@@ -92,9 +92,21 @@ class DreamEngine:
         d = cfg.dream
         self.schedule = D.Schedule(octaves=d.octaves, octave_scale=d.octave_scale, iterations=d.iterations,
                                    step_size=d.step_size, jitter=d.jitter, tile=d.tile,
-                                   tile_batch_px=4 * 512 * 512 if self.device.type == "cuda" else 0)
+                                   tile_batch_px=self._tile_batch_px(d.tile))
         log.info("model %s on %s, layers %s (%.1f s)", cfg.model.name, self.device,
                  ", ".join(f"{k}:{v:g}" for k, v in layers.items()), time.perf_counter() - t0)
+
+    def _tile_batch_px(self, tile: int) -> int:
+        """Pixels of tiles stacked into one forward pass on CUDA (0 = one tile at a time, on the CPU).
+
+        A small network is latency-bound on a big GPU: measured on an H200, one 512² tile per forward made
+        a 1080p step 14x slower than untiled, four per forward 4.6x. Stack as many as half the free memory
+        holds (about 1.5 KB per pixel under bf16 autocast, measured peak x2), at most 32.
+        """
+        if self.device.type != "cuda" or tile <= 0:
+            return 0
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(max(tile * tile, min(free * 0.5 / 1500, 32 * tile * tile)))
 
     def generator(self, frame_index: int) -> torch.Generator:
         # Every frame's randomness comes from seed + index: a resumed render repeats it exactly.
