@@ -18,12 +18,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.records import TemporalState
+from stages.still import write_atomic as atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,6 @@ SCHEMA = 1
 
 def run_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".deepdream-run")
-
-
-def atomic_write(path: Path, writer: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fsync_dir(d: Path) -> None:

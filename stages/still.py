@@ -107,13 +107,20 @@ def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
 
 
 def write_atomic(path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    """Temp file in the same directory, fsync, rename, fsync the directory: all or nothing, even on a crash."""
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dfd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

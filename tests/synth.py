@@ -37,6 +37,21 @@ def scene_texture(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(tex, 0, 255).astype(np.uint8)
 
 
+def blurred_texture(h: int, w: int, seed: int = 0, sigma: float = 3.0, periodic: bool = False,
+                    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Smooth random RGB texture (blurred noise); `periodic` makes it seamless horizontally (a 360° row),
+    `tint` scales the channels (for colour-histogram tests)."""
+    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+    if periodic:
+        pad = int(4 * sigma) + 1
+        noise = np.pad(noise, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
+        tex = cv2.GaussianBlur(noise, (0, 0), sigma)[:, pad:-pad]
+    else:
+        tex = cv2.GaussianBlur(noise, (0, 0), sigma)
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    return np.clip(tex * 255 * np.float32(tint), 0, 255).astype(np.uint8)
+
+
 def scene_frame(tex: np.ndarray, i: int, motion: tuple[float, float]) -> np.ndarray:
     """Frame `i` of the clip: the texture translated by i·motion pixels (x, y), reflected at borders.
 

@@ -11,19 +11,7 @@ import pytest
 from stages import InputError
 from stages.flow import FLOW_METHODS, FlowEstimator, compute_flow, wrap_pad_width
 from stages.warp import warp
-
-
-def texture(h: int, w: int, seed: int = 0, sigma: float = 3.0, periodic: bool = False) -> np.ndarray:
-    """Smooth random RGB texture (blurred noise); `periodic` makes it seamless horizontally."""
-    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
-    if periodic:
-        pad = int(4 * sigma) + 1
-        noise = np.pad(noise, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)[:, pad:-pad]
-    else:
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)
-    tex = (tex - tex.min()) / (tex.max() - tex.min())
-    return (tex * 255).astype(np.uint8)
+from tests.synth import blurred_texture as texture
 
 
 def shifted_pair(dx: float, dy: float, h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:

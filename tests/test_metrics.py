@@ -12,20 +12,11 @@ from stages import InputError
 from stages.flow import FlowEstimator, compute_flow
 from stages.metrics import plot_metrics, warp_error_series
 from stages.warp import consistency_mask, warp
+from tests.synth import blurred_texture as texture
 
 H, W, N, STEP = 72, 96, 6, 2
 
 
-def texture(h: int, w: int, seed: int = 0, sigma: float = 3.0, periodic: bool = False) -> np.ndarray:
-    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
-    if periodic:
-        pad = int(4 * sigma) + 1
-        noise = np.pad(noise, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)[:, pad:-pad]
-    else:
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)
-    tex = (tex - tex.min()) / (tex.max() - tex.min())
-    return (tex * 255).astype(np.uint8)
 
 
 CANVAS = texture(H, W + N * STEP, seed=7)

@@ -8,20 +8,7 @@ import pytest
 
 from stages.flow import compute_flow
 from stages.warp import consistency_mask, histogram_distance, is_scene_cut, temporal_init, warp
-
-
-def texture(h: int, w: int, seed: int = 0, sigma: float = 3.0, periodic: bool = False,
-            tint: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """Smooth random RGB texture; `periodic` makes it seamless horizontally, `tint` scales channels."""
-    noise = np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
-    if periodic:
-        pad = int(4 * sigma) + 1
-        noise = np.pad(noise, ((0, 0), (pad, pad), (0, 0)), mode="wrap")
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)[:, pad:-pad]
-    else:
-        tex = cv2.GaussianBlur(noise, (0, 0), sigma)
-    tex = (tex - tex.min()) / (tex.max() - tex.min())
-    return np.clip(tex * 255 * np.float32(tint), 0, 255).astype(np.uint8)
+from tests.synth import blurred_texture as texture
 
 
 def const_flow(h: int, w: int, dx: float, dy: float) -> np.ndarray:
