@@ -144,28 +144,20 @@ def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, tempor
     cfg = load_config("default", overrides)
     dst = tmp / f"out_{device}_{'on' if temporal else 'off'}.mp4"
     per_frame: list[float] = []
-    orig = getattr(R, "dream_frame", None)
 
-    def timed(*a, **k):
+    def on_frame(index: int, seconds: float) -> None:
+        per_frame.append(seconds)
         if ctx.budget.left() < 2.0:
             raise _BudgetStop(f"budget ran out after {len(per_frame)} frames")
-        t = time.perf_counter()
-        out = orig(*a, **k)
-        per_frame.append(time.perf_counter() - t)
-        return out
 
     res = {"device": device, "temporal": temporal, "frames_planned": frames, "overrides": overrides}
-    if orig is not None:  # per-frame times and the budget guard; without them the totals still come
-        R.dream_frame = timed
     t0 = time.perf_counter()
     try:
-        st = R.run_video(clip, dst, cfg, restart=True)
+        st = R.run_video(clip, dst, cfg, restart=True, on_frame=on_frame)
     except _BudgetStop as e:
         return res | {"error": str(e), "frames": len(per_frame), "wall_s": time.perf_counter() - t0,
                       "per_frame_s": per_frame}
     finally:
-        if orig is not None:
-            R.dream_frame = orig
         if device == "cuda":
             import torch
 

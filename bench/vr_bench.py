@@ -89,7 +89,8 @@ def iteration_cost(ctx: Context, eng, device: str) -> dict:
     h, w = BIG
     x = D.to_tensor(_read_rgb(BIG), eng.device)
     gen = torch.Generator().manual_seed(0)
-    schs = {lab: replace(eng.schedule, tile=TILE, wrap_x=wrap, pole_exponent=pe) for lab, wrap, pe in MODES}
+    schs = {lab: replace(eng.schedule, tile=TILE, equirect=True, wrap_x=wrap, pole_exponent=pe)
+            for lab, wrap, pe in MODES}
     tiles = {lab: _tiles(h, w, wrap) for lab, wrap, _ in MODES}
 
     def step(sch, img) -> float:
@@ -183,7 +184,8 @@ def seam_report(ctx: Context, eng, device: str) -> dict:
         s = np.roll(src, k, axis=1)
         for lab, wrap, pe in MODES:
             t = time.perf_counter()
-            d = eng.dream(s, frame_index=0, wrap_x=wrap, pole_exponent=pe)
+            d = eng.dream(s, frame_index=0, schedule=replace(eng.schedule, equirect=True, wrap_x=wrap,
+                                                             pole_exponent=pe))
             dt = time.perf_counter() - t
             per_dream = dt if per_dream is None else max(per_dream, dt)
             res = d - s.astype(np.float32)

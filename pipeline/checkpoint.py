@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.records import TemporalState
-from stages.still import write_atomic as atomic_write
+from stages.common import fsync_dir, fsync_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,6 @@ SCHEMA = 1
 
 def run_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".deepdream-run")
-
-
-def fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(p: Path) -> None:
-    with open(p, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def fingerprint(path: Path) -> dict:
@@ -143,7 +130,7 @@ class RunDir:
 
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
-        atomic_write(self.path / "manifest.json", lambda f: f.write(text))
+        write_atomic(self.path / "manifest.json", lambda f: f.write(text))
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -155,7 +142,8 @@ class RunDir:
             return TemporalState()
         state = TemporalState.load(self.path / "state.npz")
         if state.next_index != self.frames_done:
-            raise RuntimeError(f"checkpoint state ({state.next_index}) disagrees with manifest ({self.frames_done})")
+            raise InputError(f"the checkpoint in {self.path} is inconsistent (state at frame {state.next_index}, "
+                             f"manifest at {self.frames_done}); add --restart to render from the start")
         return state
 
     def segment_temp(self, number: int) -> Path:
@@ -168,7 +156,7 @@ class RunDir:
         fsync_file(temp)
         os.replace(temp, final)
         fsync_dir(self.seg_dir)
-        atomic_write(self.path / "state.npz", state.save)
+        write_atomic(self.path / "state.npz", state.save)
         self.manifest["segments"].append({"file": final.name, "first_index": first_index, "frames": frames,
                                           "first_pts": first_pts, "end_time": end_time})
         self.manifest["frames_done"] = first_index + frames

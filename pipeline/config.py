@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import types
 import typing
@@ -19,8 +20,9 @@ from typing import Any, Literal, Union
 import yaml
 
 from pipeline.errors import ConfigError
+from stages.warp import SCENE_CUT_MIN_RELIABLE
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
 MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame
 
 
@@ -73,7 +75,7 @@ class TemporalCfg:
     flow: Literal["dis", "farneback", "raft"] = _f("dis")
     blend: float = _f(0.9, lo=0.0, hi=1.0)
     iterations: int = _f(3, lo=0, hi=1000)
-    scene_cut: float = _f(0.4, lo=0.0, hi=1.0)
+    scene_cut: float = _f(SCENE_CUT_MIN_RELIABLE, lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,24 @@ class Config:
 
 # ------------------------------------------------------------------------------------------- loading
 
-def preset_path(name_or_path: str) -> Path:
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name_or_path: str):
+    """A YAML file given by path, else the packaged preset of that name (a Traversable)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         return p
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not named.is_file():
-        names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"no preset or config file {name_or_path!r}; presets: {', '.join(names)}")
+    named = PRESETS / f"{name_or_path}.yaml"
+    if "/" in name_or_path or not named.is_file():
+        raise ConfigError(f"no preset or config file {name_or_path!r}; presets: {', '.join(preset_names())}")
     return named
 
 
-def _read_yaml(p: Path) -> dict:
+def _read_yaml(p) -> dict:
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:

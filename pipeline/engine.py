@@ -1,7 +1,7 @@
 """The dream engine's lifecycle: resolves device and layers, loads the model once, dreams frames.
 
-Per-frame state (seed, iterations, projection) is passed in; the engine holds only the model,
-the device and the prepared objective.
+Per-frame state (seed, schedule) is passed in; the engine holds only the model, the device, the prepared
+objective and the config's base schedule, which the render's plan specialises per frame.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -112,15 +111,16 @@ class DreamEngine:
         # Every frame's randomness comes from seed + index: a resumed render repeats it exactly.
         return torch.Generator(device="cpu").manual_seed(self.cfg.dream.seed + frame_index)
 
-    def dream(self, rgb: np.ndarray, *, frame_index: int = 0, iterations: int | None = None,
-              wrap_x: bool = False, pole_exponent: float = 0.0, on_step=None) -> np.ndarray:
-        """rgb: H×W×3 (uint8, or float32 0..255) or N×H×W×3 (a stereo pair) → float32 0..255, same shape."""
+    def dream(self, rgb: np.ndarray, *, frame_index: int = 0, schedule: D.Schedule | None = None,
+              on_step=None) -> np.ndarray:
+        """rgb: H×W×3 (uint8, or float32 0..255) or N×H×W×3 (a stereo pair) → float32 0..255, same shape.
+
+        `schedule` defaults to the config's (flat frame); the render's plan passes the frame's own.
+        """
         batch = rgb.ndim == 4
         frames = rgb if batch else rgb[None]
         x = torch.cat([D.to_tensor(f, self.device) for f in frames])
-        sch = replace(self.schedule, wrap_x=wrap_x, pole_exponent=pole_exponent if wrap_x else 0.0,
-                      **({"iterations": iterations} if iterations is not None else {}))
-        y = D.dream_octaves(x, self.net, self.objective, sch, self.generator(frame_index),
+        y = D.dream_octaves(x, self.net, self.objective, schedule or self.schedule, self.generator(frame_index),
                             amp_dtype=self.amp, on_step=on_step)
         out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
         return out if batch else out[0]

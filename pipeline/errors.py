@@ -3,7 +3,7 @@
 0 done; 2 the user's input or config is wrong (one `error: ...` line, no traceback); 1 internal failure.
 """
 
-from stages import InputError
+from stages.common import InputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
 

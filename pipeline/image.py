@@ -6,15 +6,16 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from pipeline.config import Config, dump_yaml
 from pipeline.engine import DreamEngine, check_config
 from pipeline.layout import resolve_layout
-from stages import spherical as S
+from pipeline.plan import DreamPlan
+from pipeline.step import dream_frame
+from stages.common import write_atomic
 from stages.dream import quantize
-from stages.still import check_output_path, output_format, read_still, resize_max_side, write_atomic, write_still
+from stages.still import check_output_path, output_format, read_still, resize_max_side, write_still
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +28,18 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
     still = read_still(src)
     rgb = resize_max_side(still.rgb, cfg.input.max_side)
     layout = resolve_layout(cfg, rgb)
+    plan = DreamPlan.resolve(cfg, layout)
     engine = DreamEngine(cfg)
 
     t0 = time.perf_counter()
-    eyes = np.stack(S.split_stereo(rgb, layout.stereo)) if layout.stereo != "mono" else rgb
     bar = tqdm(total=1, desc="dream", unit="step", disable=not progress, leave=False)
 
     def on_step(done: int, total: int) -> None:
         bar.total = total
         bar.update(done - bar.n)
 
-    out = engine.dream(eyes, wrap_x=layout.wrap_x and cfg.spherical.wrap,
-                       pole_exponent=cfg.spherical.pole_exponent, on_step=on_step)
+    out = dream_frame(engine, plan, rgb, index=0, on_step=on_step)
     bar.close()
-    if layout.stereo != "mono":
-        out = S.join_stereo(out[0], out[1], layout.stereo)
     write_still(dst, quantize(out), still.alpha)
     cfg_path = dst.with_name(dst.name + ".yaml")
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"

@@ -21,10 +21,6 @@ class Layout:
     how: str  # where the projection decision came from: forced | metadata | heuristic
     stereo_how: str = "default"  # forced | metadata | heuristic | default
 
-    @property
-    def wrap_x(self) -> bool:
-        return self.projection == "equirect"
-
 
 def eye_shape(h: int, w: int, stereo: str) -> tuple[int, int]:
     return (h // 2, w) if stereo == "top-bottom" else (h, w // 2) if stereo == "left-right" else (h, w)

@@ -1,4 +1,7 @@
-"""The frame record that flows through the loop, and the temporal state a checkpoint saves."""
+"""The messages that flow through the video loop, and the temporal state a checkpoint saves.
+
+    decode+flow ──FrameRecord──▶ dream ──DreamedFrame / SegmentEnd──▶ encode+checkpoint
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,24 @@ class FrameRecord:
     source: np.ndarray  # H×W×3 uint8 at dream size
     motion: list[tuple[np.ndarray, np.ndarray]] | None  # per eye: (backward flow to t−1, reliability mask)
     cut: str = ""  # why the temporal chain resets here ("" = no scene cut)
+
+
+@dataclass(slots=True)
+class DreamedFrame:
+    index: int
+    pts: int | None
+    rgb: np.ndarray  # H×W×3 uint8, what the encoder gets
+    end_time: float  # seconds at which the frame stops showing (its pts + one nominal frame)
+
+
+@dataclass(slots=True)
+class SegmentEnd:
+    """Close the open segment and commit it together with the state after its last frame."""
+
+    state: TemporalState
+
+
+END = object()  # no more messages on this queue
 
 
 @dataclass(slots=True)

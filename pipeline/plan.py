@@ -1,0 +1,105 @@
+"""One resolved plan per render: every rule derived from the config and the input, decided once.
+
+`DreamPlan` says how each frame is dreamed (the same for `deepdream image` and `deepdream video`):
+stereo split, equirect treatment, effective seam wrap, pole weighting, the temporal chain. `VideoPlan`
+adds what the video loop needs before its first frame: sizes, stream identity, encoder settings.
+Nothing downstream re-derives these from the raw `Config`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import InputError
+from pipeline.layout import Layout, resolve_layout
+from pipeline.presets import EncodeSettings, capped_max_side, encode_settings
+from stages import spherical as S
+from stages.decode import VideoReader
+from stages.dream import Schedule
+from stages.encode import encoder_available
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DreamPlan:
+    """How every frame of one render is dreamed."""
+
+    stereo: str  # mono | top-bottom | left-right: eyes are split, dreamed as one batch, rejoined
+    equirect: bool  # 360° frame: yaw-only jitter, pole weighting
+    wrap_x: bool  # equirect and spherical.wrap: convs, tiles, resize, flow, warp wrap across 0/360°
+    pole_exponent: float  # step × cos(latitude)^k on equirect frames (0 on flat ones)
+    temporal: bool  # start each frame from the flow-warped previous dream
+    blend: float
+    warm_iterations: int  # per octave, for a frame that continues the temporal chain
+    scene_cut: float
+    flow: str
+
+    @classmethod
+    def resolve(cls, cfg: Config, layout: Layout) -> DreamPlan:
+        equirect = layout.projection == "equirect"
+        t = cfg.temporal
+        return cls(stereo=layout.stereo, equirect=equirect, wrap_x=equirect and cfg.spherical.wrap,
+                   pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
+                   blend=t.blend, warm_iterations=t.iterations, scene_cut=t.scene_cut, flow=t.flow)
+
+    def schedule(self, base: Schedule, *, warm: bool) -> Schedule:
+        """The engine's base schedule specialised for this render's geometry and the frame's place."""
+        sch = replace(base, equirect=self.equirect, wrap_x=self.wrap_x, pole_exponent=self.pole_exponent)
+        return replace(sch, iterations=self.warm_iterations) if warm else sch
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Everything `deepdream video` decides before the first frame."""
+
+    layout: Layout
+    dream: DreamPlan
+    max_side: int | None
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction
+    has_audio: bool
+    frames_estimate: int | None
+    enc: EncodeSettings
+
+    def stream_info(self) -> dict:
+        return {"width": self.width, "height": self.height, "time_base": str(self.time_base),
+                "rate": str(self.rate), "projection": self.layout.projection, "stereo": self.layout.stereo}
+
+
+def check_video_output(src: Path, dst: Path) -> None:
+    from stages.still import check_output_path
+
+    if dst.suffix.lower() not in (".mp4", ".m4v"):
+        raise InputError(f"output {dst}: must be an .mp4 file")
+    check_output_path(dst)
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise InputError("output must not be the input file")
+
+
+def plan_video(src: Path, cfg: Config) -> VideoPlan:
+    with VideoReader(src, start=cfg.video.start, max_frames=1, max_side=cfg.input.max_side) as r:
+        first = next(iter(r)).rgb
+        side = (r.side_projection, r.side_stereo)
+        src_w, src_h, rate, tb, has_audio = r.source_width, r.source_height, r.rate, r.time_base, r.has_audio
+    layout = resolve_layout(cfg, first, side_projection=side[0], side_stereo=side[1])
+    rate = rate or Fraction(30)
+    enc = encode_settings(cfg, rate, layout.stereo)
+    if not encoder_available(enc.codec):
+        raise InputError(f"encode.codec: this PyAV build has no {enc.codec} encoder")
+    max_side = capped_max_side(src_w, src_h, cfg.input.max_side, enc.max_size)
+    if max_side != cfg.input.max_side:
+        log.info("encode.preset %s: frames scaled to fit %dx%d", cfg.encode.preset, *enc.max_size)
+    with VideoReader(src, start=cfg.video.start, max_frames=cfg.video.max_frames, max_side=max_side) as r:
+        w, h, est = r.width, r.height, r.frames_estimate
+    if layout.stereo != "mono":
+        S.split_stereo(np.zeros((h, w, 1), np.uint8), layout.stereo)  # scaled size still splits evenly
+    return VideoPlan(layout, DreamPlan.resolve(cfg, layout), max_side, w, h, tb, rate, has_audio, est, enc)

@@ -1,0 +1,37 @@
+"""The frame step: one source frame in, one dreamed frame out. `deepdream image` and every frame of
+`deepdream video` go through `dream_frame`; only the video's frames bring a temporal chain with them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.plan import DreamPlan
+from stages import spherical as S
+from stages.warp import temporal_init
+
+Motion = list[tuple[np.ndarray, np.ndarray]]  # per eye: (backward flow to t−1, reliability mask)
+
+
+def eyes(img: np.ndarray, stereo: str) -> list[np.ndarray]:
+    return list(S.split_stereo(img, stereo)) if stereo != "mono" else [img]
+
+
+def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
+                prev_residual: np.ndarray | None = None, motion: Motion | None = None,
+                on_step=None) -> np.ndarray:
+    """Dream `source` (H×W×3 uint8) as frame `index` → float32 0..255, unrounded.
+
+    With `motion` and the previous frame's residual (dreamed − source) the frame continues the temporal
+    chain: it starts from S + blend·M·warp(R) and takes the plan's warm iterations; otherwise it starts
+    fresh from the source with the full schedule.
+    """
+    warm = plan.temporal and motion is not None and prev_residual is not None
+    src_eyes = eyes(source, plan.stereo)
+    if warm:
+        inits = [temporal_init(s.astype(np.float32), r, b, m, blend=plan.blend, wrap_x=plan.wrap_x)
+                 for s, r, (b, m) in zip(src_eyes, eyes(prev_residual, plan.stereo), motion)]
+    else:
+        inits = src_eyes
+    x = np.stack(inits) if plan.stereo != "mono" else inits[0]
+    out = engine.dream(x, frame_index=index, schedule=plan.schedule(engine.schedule, warm=warm), on_step=on_step)
+    return S.join_stereo(out[0], out[1], plan.stereo) if plan.stereo != "mono" else out

@@ -1,0 +1,115 @@
+"""The two threads around the dream: decode + flow ahead of it, encode + checkpoint behind it.
+
+Queues are bounded, so memory stays flat on any length of video. A thread that fails puts its
+exception in the shared `errors` list; the main thread re-raises it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from pathlib import Path
+from typing import Callable
+
+from pipeline.checkpoint import RunDir
+from pipeline.config import Config
+from pipeline.plan import VideoPlan
+from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd, TemporalState
+from pipeline.step import eyes
+from stages.decode import VideoReader
+from stages.encode import VideoWriter
+from stages.flow import FlowEstimator
+from stages.warp import consistency_mask, is_scene_cut
+
+POLL_S = 0.2
+
+
+def offer(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
+    """Put `item`, waiting for room, unless `give_up()` turns true first (the other side is gone)."""
+    while not give_up():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def take(q: queue.Queue, give_up: Callable[[], bool]):
+    """The next item, or END once `give_up()` is true and nothing is waiting."""
+    while True:
+        try:
+            return q.get(timeout=POLL_S)
+        except queue.Empty:
+            if give_up():
+                return END
+
+
+def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, in_q: queue.Queue,
+            stop: threading.Event, errors: list) -> None:
+    """Decode, then per eye: backward/forward flow, reliability mask and the scene-cut test."""
+    try:
+        dp = plan.dream
+        est = FlowEstimator(dp.flow) if dp.temporal else None
+        prev = state.prev_source
+        with VideoReader(src, start=cfg.video.start, max_frames=cfg.video.max_frames, max_side=plan.max_side) as r:
+            for fr in r:
+                if stop.is_set():
+                    return
+                if fr.index < state.next_index:
+                    continue  # done in an earlier run; its result is in a segment and the state
+                motion, cut = None, ""
+                if est is not None and prev is not None:
+                    motion = []
+                    for pe, ce in zip(eyes(prev, dp.stereo), eyes(fr.rgb, dp.stereo)):
+                        b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
+                        motion.append((b, consistency_mask(b, f, wrap_x=dp.wrap_x)))
+                    is_cut, reason = is_scene_cut(motion[0][1], eyes(prev, dp.stereo)[0], eyes(fr.rgb, dp.stereo)[0],
+                                                  min_reliable=dp.scene_cut)
+                    cut = reason if is_cut else ""
+                offer(in_q, FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, cut), stop.is_set)
+                prev = fr.rgb
+    except BaseException as e:  # re-raised by the main thread
+        errors.append(e)
+    finally:
+        offer(in_q, END, stop.is_set)
+
+
+def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
+    """Encode frames into segment files; on a SegmentEnd, close the segment and checkpoint it."""
+    writer, temp, seg_no = None, None, len(run.manifest["segments"])
+    first_index = first_pts = None
+    count, end_time = 0, 0.0
+    enc = plan.enc
+    try:
+        while True:
+            item = out_q.get()
+            if item is END:
+                break
+            if isinstance(item, DreamedFrame):
+                if writer is None:
+                    temp = run.segment_temp(seg_no)
+                    writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
+                                         rate=plan.rate, codec=enc.codec, crf=enc.crf, preset=enc.speed,
+                                         gop=enc.gop, profile=enc.profile, level=enc.level,
+                                         maxrate_kbps=enc.maxrate_kbps, faststart=False)
+                    first_index, first_pts, count = item.index, item.pts, 0
+                writer.write(item.rgb, item.pts)
+                end_time = item.end_time
+                count += 1
+            elif isinstance(item, SegmentEnd) and writer is not None:
+                writer.close()
+                writer = None
+                run.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
+                                   end_time=end_time, state=item.state)
+                seg_no += 1
+    except BaseException as e:
+        errors.append(e)
+        stop.set()
+    finally:
+        if writer is not None:  # frames after the last checkpoint: an unfinished segment is discarded
+            try:
+                writer.close()
+            except Exception:
+                pass
+            temp.unlink(missing_ok=True)
