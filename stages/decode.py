@@ -17,7 +17,7 @@ import av
 import cv2
 import numpy as np
 
-from stages import InputError
+from stages.common import InputError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _open(p: Path):
     try:
         container = av.open(str(p), "r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {p.name} as media ({_short(e)})") from None
+        raise InputError(f"cannot read {p.name} as media ({_short(e)})") from e
     if not container.streams.video:
         container.close()
         raise InputError(f"{p.name} has no video stream")

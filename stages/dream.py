@@ -2,8 +2,9 @@
 
 Images are float tensors N×3×H×W in [0, 1]. All randomness (jitter, tile offsets) comes from the
 `torch.Generator` the caller passes, so a frame's dream depends only on its input and its seed.
-`wrap_x` marks a 360° equirect frame: jitter becomes a pure yaw roll, resizing and tiles wrap across the
-0/360° meridian and the network pads its convolutions with columns from the other side.
+On a 360° equirect frame (`Schedule.equirect`) jitter is a pure yaw roll and the step is weighted by
+latitude; with `Schedule.wrap_x` resizing and tiles wrap across the 0/360° meridian and the network pads
+its convolutions with columns from the other side.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 import torch
+
+from stages.spherical import latitude_weight
 
 EPS = 1e-8
 MIN_OCTAVE_SIDE = 32
@@ -41,7 +44,8 @@ class Schedule:
     step_size: float = 1.5  # in 0..255 pixel units per step, as google/deepdream
     jitter: int = 32
     tile: int = 512  # max tile side; 0 = never tile
-    wrap_x: bool = False
+    equirect: bool = False  # a 360° frame: jitter only yaws (a vertical roll would glue the poles together)
+    wrap_x: bool = False  # convolutions, tiles and resizing wrap across the 0/360° meridian
     pole_exponent: float = 0.0  # equirect only: step × cos(latitude)^k; 0 = off
     tile_batch_px: int = 0  # tiles stacked per forward, in pixels; 0 = one tile at a time
 
@@ -84,6 +88,8 @@ def tile_starts(n: int, tile: int, overlap: int, offset: int, wrap: bool) -> lis
     """Start offsets of equal-size tiles covering n pixels, the grid shifted by `offset`."""
     if n <= tile:
         return [0]
+    if tile <= overlap:
+        raise ValueError(f"tile {tile} must be larger than its overlap {overlap}")
     stride = tile - overlap
     if wrap:
         return [(k * stride - offset) % n for k in range(math.ceil(n / stride))]
@@ -181,23 +187,17 @@ def resize(x: torch.Tensor, size: tuple[int, int], *, wrap_x: bool = False) -> t
     return x.index_select(3, c0) * (1 - fc) + x.index_select(3, c1) * fc
 
 
-def latitude_weight(h: int, exponent: float, device) -> torch.Tensor:
-    lat = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * math.pi - math.pi / 2
-    return torch.cos(lat).clamp_min(0).pow(exponent).view(1, 1, h, 1)
-
-
 def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator,
                 amp_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One jittered, normalised gradient-ascent step, clamped to the valid range."""
     j = sch.jitter
     ox = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j else 0
-    # A vertical roll would glue the poles together: equirect frames only yaw.
-    oy = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j and not sch.wrap_x else 0
+    oy = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j and not sch.equirect else 0
     xs = torch.roll(x, (oy, ox), (2, 3)) if (ox or oy) else x
     g = input_gradient(xs, net, obj, tile=sch.tile, wrap_x=sch.wrap_x, gen=gen, amp_dtype=amp_dtype,
                        tile_batch_px=sch.tile_batch_px)
     g = torch.roll(g, (-oy, -ox), (2, 3)) if (ox or oy) else g
-    if sch.wrap_x and sch.pole_exponent:
+    if sch.equirect and sch.pole_exponent:
         g = g * latitude_weight(x.shape[2], sch.pole_exponent, x.device)
     g = g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + EPS)
     return (x + (sch.step_size / 255.0) * g).clamp_(0.0, 1.0)

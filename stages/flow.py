@@ -13,8 +13,7 @@ the backward flow wherever something moves over a background.
 
 Threading: a `FlowEstimator` holds reusable solver objects (an OpenCV DIS instance keeps internal
 buffers between calls, a RAFT model is a torch module), so an instance must be used by one thread at a
-time. The runner gives its background flow thread its own estimator; `compute_flow` without an
-estimator builds a fresh one per call and is therefore safe from any thread.
+time. The runner gives its background flow thread its own estimator.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stages import InputError
+from stages.common import InputError
+from stages.spherical import crop_x, wrap_pad_x
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ def _check_pair(prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> None:
             raise ValueError(f"{name} must be H x W x 3 uint8, got {img.shape} {img.dtype}")
     if prev_rgb.shape != cur_rgb.shape:
         raise ValueError(f"frame sizes differ: {prev_rgb.shape} vs {cur_rgb.shape}")
-
-
-def _pad_wrap_x(img: np.ndarray, pad: int) -> np.ndarray:
-    return np.concatenate([img[:, -pad:], img, img[:, :pad]], axis=1)
 
 
 def _raft_candidates() -> list[tuple[str, Path]]:
@@ -144,7 +140,7 @@ class FlowEstimator:
         pad = wrap_pad_width(width) if wrap_x else 0
         if pad:
             # Solvers see a continuous image across the seam; cropping keeps the frame's own pixels.
-            prev_rgb, cur_rgb = _pad_wrap_x(prev_rgb, pad), _pad_wrap_x(cur_rgb, pad)
+            prev_rgb, cur_rgb = wrap_pad_x(prev_rgb, pad), wrap_pad_x(cur_rgb, pad)
         if self.method == "raft":
             backward, forward = self._raft_pair(prev_rgb, cur_rgb)
         else:
@@ -153,8 +149,7 @@ class FlowEstimator:
             backward = self._gray_flow(cur_g, prev_g)
             forward = self._gray_flow(prev_g, cur_g)
         if pad:
-            backward = backward[:, pad:pad + width]
-            forward = forward[:, pad:pad + width]
+            backward, forward = crop_x(backward, pad), crop_x(forward, pad)
         return (np.ascontiguousarray(backward, dtype=np.float32),
                 np.ascontiguousarray(forward, dtype=np.float32))
 
@@ -194,18 +189,3 @@ class FlowEstimator:
             flows = self._raft(first, second, num_flow_updates=_RAFT_UPDATES)[-1]
         flows = flows[:, :, :h, :w].permute(0, 2, 3, 1).float().cpu().numpy()
         return flows[0], flows[1]
-
-
-def compute_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray, *, method: str = "dis", wrap_x: bool = False,
-                 estimator: FlowEstimator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Backward (cur->prev) and forward (prev->cur) flow between two H x W x 3 uint8 RGB frames.
-
-    With ``wrap_x`` the frames are treated as horizontally periodic (equirect 360): flow is estimated
-    on frames padded with columns from the opposite side and cropped back, so displacements near the
-    seam are correct and may point past column 0 or W-1 (warp with ``wrap_x=True`` then). When an
-    ``estimator`` is given it is used as is and ``method`` is ignored; without one a fresh estimator
-    is built per call (cheap for dis/farneback, expensive for raft).
-    """
-    if estimator is None:
-        estimator = FlowEstimator(method)
-    return estimator.pair(prev_rgb, cur_rgb, wrap_x=wrap_x)

@@ -9,7 +9,7 @@ All values use the 0..255 pixel scale:
 * ``dream_strength``: per frame ``mean((D_t - S_t)^2)`` over pixels AND channels (per-channel MSE).
 
 Per-pair lists have ``frames - 1`` entries: entry ``i`` belongs to the pair (i, i+1). A pair whose
-source flow is reliable on less than half of the pixels (a scene cut, where the pipeline restarts the
+source flow is reliable on less than the scene-cut share of the pixels (a scene cut, where the pipeline restarts the
 dream on purpose) has ``None`` and is left out of the mean; the means are 0.0 if no pair is left.
 
 Flow comes from `stages.flow` (DIS / Farneback, or any object with the
@@ -21,22 +21,21 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from stages import InputError
+from stages.common import InputError, write_atomic
 from stages.flow import FlowEstimator
-from stages.warp import consistency_mask, warp
+from stages.warp import SCENE_CUT_MIN_RELIABLE, consistency_mask, warp
 
 log = logging.getLogger(__name__)
 
-# Pairs with less reliable flow than this share of the frame count as cuts and are skipped: the
-# pipeline resets the dream there (stages.warp.is_scene_cut, same default), so change is intended.
-_MIN_RELIABLE = 0.5
+# Pairs with less reliable flow than the scene-cut share count as cuts and are skipped: the pipeline
+# resets the dream there, so change is intended.
+_MIN_RELIABLE = SCENE_CUT_MIN_RELIABLE
 
 # Flow methods measured without an estimator; RAFT needs weights, so it comes in as one.
 _CV_METHODS = ("dis", "farneback")
@@ -178,18 +177,10 @@ def plot_metrics(per_frame: dict, png_path: str | os.PathLike) -> None:
 
     Pair series are drawn at the later frame of each pair; ``None`` entries leave a gap.
     """
-    path = Path(png_path)
     ok, data = cv2.imencode(".png", _render(per_frame))
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(Path(png_path), lambda f: f.write(data.tobytes()))
 
 
 def seam_stats(residual: np.ndarray) -> dict:

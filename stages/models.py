@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages import InputError
+from stages.common import InputError
+from stages.spherical import wrap_pad_x
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class SeamPad(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ph, pw = self.pad_h, self.pad_w
         if self.wrap_x and pw:
-            x = torch.cat([x[..., -pw:], x, x[..., :pw]], dim=-1)
+            x = wrap_pad_x(x, pw)
             pw = 0
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph), value=self.fill)
@@ -99,12 +100,6 @@ class FeatureNet(nn.Module):
         self.requires_grad_(False)
         self._seams = seamify(self)
         return self
-
-    def check_layers(self, names: Sequence[str]) -> None:
-        bad = [n for n in names if n not in self.exposed]
-        if bad:
-            raise InputError(f"unknown layer {bad[0]!r} for model {self.name}; valid layers: "
-                             + ", ".join(self.exposed))
 
     def features(self, x: torch.Tensor, names: Sequence[str], *, wrap_x: bool = False) -> dict[str, torch.Tensor]:
         for s in self._seams:

@@ -1,9 +1,9 @@
-"""Small helpers for equirectangular (360°) frames: wrap-around padding, yaw, pole weights, stereo.
+"""Small helpers for equirectangular (360°) frames: seam padding, pole weights, detection, stereo.
 
 Equirect images are periodic in x: column W-1 touches column 0. Anything that looks across the left
-or right edge (convolutions, jitter, tiles, flow) must see the other side, so we pad with wrapped
-columns, process, and crop. Rows are not periodic (the top and bottom rows are single points on the
-poles), which is why only x wraps here.
+or right edge (convolutions, jitter, tiles, flow, warp) must see the other side, so it pads with
+`wrap_pad_x`, processes, and crops with `crop_x`: this module is the one home of that rule. Rows are
+not periodic (the top and bottom rows are single points on the poles), so only x wraps.
 
 Layouts: numpy arrays are H×W×C (or H×W); torch tensors are N×C×H×W (or anything with H, W last).
 """
@@ -11,15 +11,13 @@ Layouts: numpy arrays are H×W×C (or H×W); torch tensors are N×C×H×W (or an
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
-import torch
 
-from stages import InputError
+from stages.common import InputError
 
 log = logging.getLogger(__name__)
-
-STEREO_LAYOUTS = ("mono", "top-bottom", "left-right")
 
 # Detection thresholds, tuned on testRoom1 (seam ratio 0.10-0.16) against 2:1 crops and stretches of
 # ordinary photos (seam ratio 5-30; a noise-like Hubble field reaches 1.7 but fails the far test).
@@ -32,47 +30,56 @@ FLAT_DIFF = 0.5  # 8-bit levels: below this everywhere, the frame says nothing a
 STEREO_CORR_MIN = 0.85
 
 
-def wrap_pad_x(t: torch.Tensor, pad: int) -> torch.Tensor:
-    """Pad the last axis circularly: the left pad is the last columns, the right pad the first ones.
+def _is_torch(a) -> bool:
+    # By type name, so that flow, warp and metrics (numpy only) never pay for importing torch.
+    return type(a).__module__.split(".")[0] == "torch"
 
-    Unlike F.pad(mode="circular"), pad may exceed the width (the image then repeats), which happens
-    for small octaves whose width is below a network's receptive field.
+
+def _x_axis(a) -> int:
+    return a.dim() - 1 if _is_torch(a) else 1
+
+
+def wrap_pad_x(a, left: int, right: int | None = None):
+    """Pad the x axis from the opposite side: the left pad is the last columns, the right pad the first.
+
+    numpy: H×W(×C), axis 1; torch: the last axis (N×C×H×W). Every stage that looks across the 0/360°
+    meridian (convolution padding, flow, warp, mask smoothing) pads with this and crops with `crop_x`.
+    Unlike F.pad(mode="circular") a pad may exceed the width (the row then repeats), which small octaves
+    below a network's receptive field need.
     """
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
-    if pad == 0:
-        return t
-    w = t.shape[-1]
-    idx = torch.arange(-pad, w + pad, device=t.device) % w
-    return t.index_select(t.dim() - 1, idx)
+    right = left if right is None else right
+    if left < 0 or right < 0:
+        raise ValueError(f"pads must be >= 0, got {left}, {right}")
+    if not (left or right):
+        return a
+    axis = _x_axis(a)
+    w = a.shape[axis]
+    if _is_torch(a):
+        import torch
+
+        if left <= w and right <= w:
+            return torch.cat([a[..., w - left:], a, a[..., :right]], dim=axis)
+        return a.index_select(axis, torch.arange(-left, w + right, device=a.device) % w)
+    return np.take(a, np.arange(-left, w + right) % w, axis=axis)
 
 
-def crop_x(t, pad: int):
-    """Undo wrap_pad_x: drop `pad` columns on each side of the last axis (numpy or torch)."""
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
-    return t if pad == 0 else t[..., pad:t.shape[-1] - pad]
+def crop_x(a, left: int, right: int | None = None):
+    """Undo wrap_pad_x: drop `left` and `right` columns of the x axis (numpy axis 1, torch last axis)."""
+    right = left if right is None else right
+    if left < 0 or right < 0:
+        raise ValueError(f"pads must be >= 0, got {left}, {right}")
+    w = a.shape[_x_axis(a)]
+    return a[..., left:w - right] if _is_torch(a) else a[:, left:w - right]
 
 
-def yaw_roll(t, shift: int):
-    """Roll horizontally by `shift` columns, an exact yaw rotation of the sphere.
+def latitude_weight(h: int, exponent: float = 1.0, device=None):
+    """cos(latitude)^exponent at each row centre, a 1×1×h×1 tensor: the share of the sphere a row covers."""
+    import torch
 
-    numpy: H×W(×C), axis 1. torch: the last axis (N×C×H×W). Undo with yaw_roll(t, -shift).
-    """
-    if isinstance(t, torch.Tensor):
-        return torch.roll(t, shifts=int(shift), dims=-1)
-    arr = np.asarray(t)
-    if arr.ndim < 2:
-        raise ValueError(f"yaw_roll needs an H×W(×C) array, got shape {arr.shape}")
-    return np.roll(arr, int(shift), axis=1)
-
-
-def latitude_weights(h: int) -> np.ndarray:
-    """cos(latitude) at each row centre, shape (h,): the area each equirect row covers on the sphere."""
     if h <= 0:
         raise ValueError(f"height must be positive, got {h}")
-    lat = (0.5 - (np.arange(h, dtype=np.float64) + 0.5) / h) * np.pi
-    return np.cos(lat).astype(np.float32)
+    lat = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * math.pi - math.pi / 2
+    return torch.cos(lat).clamp_min(0).pow(exponent).view(1, 1, h, 1)
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -128,7 +135,7 @@ def detect_equirect(rgb: np.ndarray) -> tuple[bool, str]:
 
 
 def _halves(img, layout: str):
-    is_torch = isinstance(img, torch.Tensor)
+    is_torch = _is_torch(img)
     if layout not in ("top-bottom", "left-right"):
         raise ValueError(f"stereo layout must be 'top-bottom' or 'left-right', got {layout!r}")
     if is_torch:
@@ -148,7 +155,7 @@ def split_stereo(img, layout: str):
         what = "height" if layout == "top-bottom" else "width"
         raise InputError(f"stereo {layout} needs an even {what}, got {n}")
     if is_torch:
-        a, b = torch.split(img, n // 2, dim=axis)
+        a, b = img.split(n // 2, dim=axis)
         return a, b
     a, b = np.split(img, 2, axis=axis)
     return a, b
@@ -160,6 +167,8 @@ def join_stereo(left, right, layout: str):
         raise ValueError(f"eyes differ in shape: {tuple(left.shape)} vs {tuple(right.shape)}")
     axis, is_torch = _halves(left, layout)
     if is_torch:
+        import torch
+
         return torch.cat([left, right], dim=axis)
     return np.concatenate([left, right], axis=axis)
 

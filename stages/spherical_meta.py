@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 from xml.sax.saxutils import escape
 
-from stages import InputError
+from stages.common import InputError
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages import InputError
+from stages.common import InputError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +103,3 @@ def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
                 a = a.resize(im.size, Image.Resampling.BILINEAR)
             im.putalpha(a)
     write_atomic(path, lambda f: im.save(f, format=fmt, **({"quality": quality} if fmt != "PNG" else {})))
-
-
-def write_atomic(path: Path, writer) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: all or nothing, even on a crash."""
-    parent = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

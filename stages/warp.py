@@ -11,10 +11,13 @@ would leave a dark/neutral band where the mask is only partly off after smoothin
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import cv2
 import numpy as np
+
+from stages.spherical import crop_x, wrap_pad_x
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +25,21 @@ log = logging.getLogger(__name__)
 _OCC_REL, _OCC_ABS = 0.01, 0.5
 _MB_REL, _MB_ABS = 0.01, 0.002
 
-DEFAULT_HIST_THRESHOLD = 0.5
+# A frame whose flow is reliable on less than this share of pixels starts a new shot: the one default
+# behind `temporal.scene_cut`, the render's reset and the metrics' skipped pairs.
+SCENE_CUT_MIN_RELIABLE = 0.4
+HIST_THRESHOLD = 0.5
 _HIST_BINS = 8
 _HIST_MAX_SIDE = 160
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    """Pixel coordinates of an h×w frame (read-only, cached: every frame of a render has one size)."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.setflags(write=False)
+    gy.setflags(write=False)
+    return gx, gy
 
 
 def _check_flow(flow: np.ndarray, shape: tuple[int, ...], name: str = "flow") -> None:
@@ -55,7 +66,7 @@ def warp(img: np.ndarray, flow: np.ndarray, *, wrap_x: bool = False) -> np.ndarr
         # Fold x into [0, W] and append the first columns so that sampling between W-1 and W blends
         # with column 0; cv2.BORDER_WRAP would also wrap vertically, which equirect must not do.
         map_x = np.mod(map_x, np.float32(w))
-        src = np.concatenate([img, img[:, :2]], axis=1)
+        src = wrap_pad_x(img, 0, 2)
     squeeze = src.ndim == 2
     if squeeze:
         src = src[..., None]
@@ -85,9 +96,8 @@ def _smooth(mask: np.ndarray, sigma: float, wrap_x: bool) -> np.ndarray:
         return cv2.GaussianBlur(mask, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
     # GaussianBlur has no wrap border: blur a copy padded with the opposite columns and crop it.
     pad = min(mask.shape[1], int(np.ceil(4 * sigma)) + 1)
-    padded = np.concatenate([mask[:, -pad:], mask, mask[:, :pad]], axis=1)
-    blurred = cv2.GaussianBlur(padded, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-    return np.ascontiguousarray(blurred[:, pad:pad + mask.shape[1]])
+    blurred = cv2.GaussianBlur(wrap_pad_x(mask, pad), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(crop_x(blurred, pad))
 
 
 def consistency_mask(backward: np.ndarray, forward: np.ndarray, *, wrap_x: bool = False,
@@ -142,8 +152,8 @@ def histogram_distance(a_rgb: np.ndarray, b_rgb: np.ndarray) -> float:
     return float(np.clip(d, 0.0, 1.0))
 
 
-def is_scene_cut(mask: np.ndarray, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *, min_reliable: float = 0.5,
-                 hist_threshold: float = DEFAULT_HIST_THRESHOLD) -> tuple[bool, str]:
+def is_scene_cut(mask: np.ndarray, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
+                 min_reliable: float = SCENE_CUT_MIN_RELIABLE) -> tuple[bool, str]:
     """Decide whether frame t starts a new shot, so the previous dream must not be carried over.
 
     Returns (cut, reason); the reason is a short log line ("" when there is no cut).
@@ -152,8 +162,8 @@ def is_scene_cut(mask: np.ndarray, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
     if reliable < min_reliable:
         return True, f"only {reliable:.0%} of pixels have reliable flow (< {min_reliable:.0%})"
     dist = histogram_distance(prev_rgb, cur_rgb)
-    if dist > hist_threshold:
-        return True, f"colour histogram distance {dist:.2f} > {hist_threshold:.2f}"
+    if dist > HIST_THRESHOLD:
+        return True, f"colour histogram distance {dist:.2f} > {HIST_THRESHOLD:.2f}"
     return False, ""
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from stages import InputError
+from stages.common import InputError
 from stages.models import (
     FeatureNet,
     LayerInfo,

@@ -119,6 +119,7 @@ def subprocess_runs(media, tmp_path_factory) -> dict[str, tuple[subprocess.Compl
         return {name: (f.result(), dirs[name]) for name, f in futures.items()}
 
 
+@pytest.mark.slow
 def test_subprocess_success_writes_output_and_config(subprocess_runs):
     proc, d = subprocess_runs["ok"]
     assert proc.returncode == 0, proc.stderr
@@ -135,6 +136,7 @@ def test_subprocess_success_writes_output_and_config(subprocess_runs):
     assert data["model"]["name"] == "efficientnet_lite0"
 
 
+@pytest.mark.slow
 def test_subprocess_and_inprocess_runs_are_byte_identical(subprocess_runs, tmp_path, capfd):
     proc, d = subprocess_runs["ok"]
     assert proc.returncode == 0
@@ -143,6 +145,7 @@ def test_subprocess_and_inprocess_runs_are_byte_identical(subprocess_runs, tmp_p
     assert (tmp_path / "o.png").read_bytes() == (d / "o.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_subprocess_bad_input_is_one_error_line(subprocess_runs):
     proc, d = subprocess_runs["truncated"]
     message = "error: cannot decode image "

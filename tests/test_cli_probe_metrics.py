@@ -17,6 +17,8 @@ from stages.encode import VideoWriter
 from stages.spherical_meta import inject_spherical
 from tests.synth import make_audio_only, make_clip, make_text_file
 
+pytestmark = pytest.mark.slow  # every test reads a subprocess run
+
 ROOT = Path(__file__).resolve().parent.parent
 ROOM = ROOT / "sample_media" / "testRoom1_1920Mono.mp4"
 N = 12

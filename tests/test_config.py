@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.config import (
-    CONFIG_DIR,
     Config,
     ConfigError,
     DreamCfg,
@@ -18,10 +18,12 @@ from pipeline.config import (
     dump_yaml,
     load_config,
     parse_override,
+    preset_names,
     to_dict,
 )
 
-PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = preset_names()
 
 
 def err(overrides=(), config="default") -> str:
@@ -263,6 +265,6 @@ def test_missing_preset_lists_presets():
 
 
 def test_config_error_is_input_error():
-    from stages import InputError
+    from stages.common import InputError
 
     assert issubclass(ConfigError, InputError)

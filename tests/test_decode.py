@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from stages import InputError
+from stages.common import InputError
 from stages.decode import VideoReader, probe
 from tests.synth import make_audio_only, make_clip, make_text_file, scene_frame, scene_texture, truncate
 

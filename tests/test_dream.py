@@ -177,14 +177,19 @@ def test_channel_subset_and_guide_objectives_differ_from_plain(lite0, chelsea_te
 
 
 def test_batch_of_two_dreams_like_each_frame_alone(lite0, chelsea_tensor):
-    """A stereo pair dreamed as a batch: each eye's result is what it would be alone (same seed)."""
+    """A stereo pair dreamed as a batch: each eye's result is what it would be alone (same seed).
+
+    Compared as a user sees it, in 8 bits: batch-2 and batch-1 convolution kernels round differently
+    (~1e-6 relative, CPU- and BLAS-dependent), and a setting that lands on a ReLU or clamp kink carries
+    that into a few pixels (measured on an AMD EPYC: 0.1 % of values, at most 1 level)."""
     a, b = chelsea_tensor(64, 48), chelsea_tensor(64, 48).flip(-1)
     for tile in (0, 48):
         sch = D.Schedule(octaves=2, iterations=2, jitter=6, tile=tile)
         obj = D.Objective({"block6": 1.0})
-        both = D.dream_octaves(torch.cat([a, b]), lite0, obj, sch, gen(1))
-        alone = D.dream_octaves(a, lite0, obj, sch, gen(1))
-        assert torch.allclose(both[:1], alone, atol=1e-4), (tile, (both[:1] - alone).abs().max().item())
+        both = D.quantize(D.to_array(D.dream_octaves(torch.cat([a, b]), lite0, obj, sch, gen(1))[:1]))
+        alone = D.quantize(D.to_array(D.dream_octaves(a, lite0, obj, sch, gen(1))))
+        diff = np.abs(both.astype(int) - alone.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (tile, diff.max(), (diff > 0).mean())
 
 
 # ------------------------------------------------------------------------------------------- tiling
@@ -200,10 +205,11 @@ def test_tile_not_smaller_than_image_gives_the_untiled_gradient_exactly(lite0, c
             assert torch.equal(tiled, untiled), (wrap_x, tile)
 
 
-# Measured on this CPU with chelsea at 192×192, block9, tile 128 (up to 9 tiles of 128 with 32 px feathered
-# overlap): seeds 0..9 give cosine 0.867..0.971 and relative L2 error 0.24..0.50 (seeds 0..3: cosine
-# 0.908..0.958, rel 0.29..0.42). The tiles' random grid offset puts them at another phase of the network's
-# stride-16 sampling grid than the untiled pass, and each tile sees only part of block9's receptive field.
+# One gradient, no iteration, so CPU rounding (~1e-6 relative) cannot move these. Measured with chelsea at
+# 192×192, block9, tile 128 (up to 9 tiles of 128 with 32 px feathered overlap): seeds 0..9 give cosine
+# 0.867..0.971 and relative L2 error 0.24..0.50 (seeds 0..3: cosine 0.908..0.958, rel 0.29..0.42). The tiles'
+# random grid offset puts them at another phase of the network's stride-16 sampling grid than the untiled
+# pass, and each tile sees only part of block9's receptive field.
 TILED_MIN_COS, TILED_MAX_REL = 0.85, 0.55
 
 
@@ -328,7 +334,7 @@ def test_resize_identity_and_down_up():
 
 def _matching_roll(x, out, net, obj, wrap_x: bool, j: int) -> tuple[int, int]:
     """Which (dy, dx) roll in [-j, j]² reproduces `out` as an unjittered ascent step of the rolled image."""
-    flat = D.Schedule(jitter=0, tile=0, wrap_x=wrap_x)
+    flat = D.Schedule(jitter=0, tile=0, wrap_x=wrap_x, equirect=wrap_x)
     errs = {}
     for oy, ox in itertools.product(range(-j, j + 1), repeat=2):
         y = D.ascent_step(torch.roll(x, (oy, ox), (2, 3)), net, obj, flat, gen(0))
@@ -346,7 +352,7 @@ def test_jitter_on_equirect_frames_only_rolls_horizontally(lite0, chelsea_tensor
     j = 1
     found = {}
     for wrap_x in (True, False):
-        sch = D.Schedule(jitter=j, tile=0, wrap_x=wrap_x)
+        sch = D.Schedule(jitter=j, tile=0, wrap_x=wrap_x, equirect=wrap_x)
         found[wrap_x] = [_matching_roll(x, D.ascent_step(x, lite0, obj, sch, gen(s)), lite0, obj, wrap_x, j)
                          for s in range(4)]
     assert all(dy == 0 for dy, _ in found[True]), found[True]

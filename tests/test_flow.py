@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import InputError
-from stages.flow import FLOW_METHODS, FlowEstimator, compute_flow, wrap_pad_width
+from stages.common import InputError
+from stages.flow import FLOW_METHODS, FlowEstimator, wrap_pad_width
 from stages.warp import warp
 from tests.synth import blurred_texture as texture
 
@@ -30,7 +30,7 @@ INTERIOR = (slice(12, -12), slice(12, -12))
 @pytest.mark.parametrize("dx,dy", [(3.0, -2.0), (2.5, 1.25)])
 def test_recovers_translation_with_correct_signs(method: str, dx: float, dy: float) -> None:
     prev, cur = shifted_pair(dx, dy)
-    backward, forward = compute_flow(prev, cur, method=method)
+    backward, forward = FlowEstimator(method).pair(prev, cur)
     for flow in (backward, forward):
         assert flow.shape == (96, 128, 2) and flow.dtype == np.float32
     # Content moved by +d, so each current pixel came from -d (backward) and each previous one goes +d.
@@ -41,7 +41,7 @@ def test_recovers_translation_with_correct_signs(method: str, dx: float, dy: flo
 
 def test_backward_flow_warps_previous_onto_current() -> None:
     prev, cur = shifted_pair(4.0, 1.5)
-    backward, _ = compute_flow(prev, cur)
+    backward, _ = FlowEstimator().pair(prev, cur)
     pulled = warp(prev.astype(np.float32), backward)
     assert np.abs(pulled - cur)[INTERIOR].mean() < 1.5
     # The forward flow negated is not what we use, but on a pure translation it agrees in sign.
@@ -50,7 +50,7 @@ def test_backward_flow_warps_previous_onto_current() -> None:
 
 def test_static_frames_give_near_zero_flow() -> None:
     a = texture(64, 96)
-    backward, forward = compute_flow(a, a)
+    backward, forward = FlowEstimator().pair(a, a)
     assert np.abs(backward).max() < 0.05 and np.abs(forward).max() < 0.05
 
 
@@ -58,7 +58,7 @@ def test_static_frames_give_near_zero_flow() -> None:
 def test_wrap_x_flow_across_seam(method: str) -> None:
     prev = texture(96, 256, seed=2, periodic=True)
     cur = np.roll(prev, 5, axis=1)  # content slides right across the 360 seam
-    backward, forward = compute_flow(prev, cur, method=method, wrap_x=True)
+    backward, forward = FlowEstimator(method).pair(prev, cur, wrap_x=True)
     rows = slice(8, -8)
     for cols in (slice(0, 4), slice(-4, None)):
         assert np.linalg.norm(backward[rows, cols] - [-5, 0], axis=2).mean() < 0.5
@@ -71,7 +71,7 @@ def test_wrap_x_flow_across_seam(method: str) -> None:
 def test_without_wrap_the_seam_columns_are_wrong() -> None:
     prev = texture(96, 256, seed=2, periodic=True)
     cur = np.roll(prev, 5, axis=1)
-    backward, _ = compute_flow(prev, cur, wrap_x=False)
+    backward, _ = FlowEstimator().pair(prev, cur, wrap_x=False)
     err = np.abs(warp(prev.astype(np.float32), backward) - cur).mean(axis=2)[8:-8]
     # Columns 0..4 show content that entered from the other side: not recoverable without wrap.
     assert err[:, :5].mean() > 5.0
@@ -83,7 +83,7 @@ def test_estimator_is_reusable_and_matches_fresh_calls() -> None:
     est = FlowEstimator("dis")
     first = est.pair(prev, cur)
     again = est.pair(prev, cur)
-    fresh = compute_flow(prev, cur)
+    fresh = FlowEstimator().pair(prev, cur)
     for a, b, c in zip(first, again, fresh, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
@@ -100,14 +100,14 @@ def test_estimator_in_background_thread() -> None:
     t = threading.Thread(target=work)
     t.start()
     t.join()
-    expected = compute_flow(prev, cur, method="farneback", wrap_x=True)
+    expected = FlowEstimator("farneback").pair(prev, cur, wrap_x=True)
     np.testing.assert_array_equal(results[0][0], expected[0])
 
 
 @pytest.mark.parametrize("method", ["dis", "farneback"])
 def test_tiny_frames(method: str) -> None:
     a = texture(8, 10)
-    backward, forward = compute_flow(a, np.roll(a, 1, axis=1), method=method, wrap_x=True)
+    backward, forward = FlowEstimator(method).pair(a, np.roll(a, 1, axis=1), wrap_x=True)
     assert backward.shape == forward.shape == (8, 10, 2)
 
 
@@ -122,9 +122,9 @@ def test_bad_inputs() -> None:
     with pytest.raises(InputError, match="temporal.flow must be one of"):
         FlowEstimator("lucas-kanade")
     with pytest.raises(ValueError):
-        compute_flow(a, a[:16])
+        FlowEstimator().pair(a, a[:16])
     with pytest.raises(ValueError):
-        compute_flow(a.astype(np.float32), a)
+        FlowEstimator().pair(a.astype(np.float32), a)
     assert FLOW_METHODS == ("dis", "farneback", "raft")
 
 

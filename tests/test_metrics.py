@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import InputError
-from stages.flow import FlowEstimator, compute_flow
+from stages.common import InputError
+from stages.flow import FlowEstimator
 from stages.metrics import plot_metrics, warp_error_series
 from stages.warp import consistency_mask, warp
 from tests.synth import blurred_texture as texture
@@ -113,7 +113,7 @@ def test_wrap_x_series_on_panorama() -> None:
 def test_pair_value_is_the_documented_formula() -> None:
     """One pair by hand with the stages' flow, mask and warp: sum M |D_t - warp(D_{t-1}, b)|^2 / sum M."""
     src, dream = list(source(2)), list(coherent_dream(2))
-    b, f = compute_flow(src[0], src[1], method="dis")
+    b, f = FlowEstimator("dis").pair(src[0], src[1])
     mask = consistency_mask(b, f)
     prev = dream[0].astype(np.float32)
     sq = ((dream[1].astype(np.float32) - warp(prev, b)) ** 2).sum(axis=2)

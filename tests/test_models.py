@@ -8,7 +8,8 @@ import torch
 import torchvision
 
 from pipeline.cli import main as cli_main
-from stages import InputError, zoo
+from stages import zoo
+from stages.common import InputError
 from stages.models import SeamPad
 from tests.conftest import resized
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.synth import make_clip
 
+pytestmark = pytest.mark.slow  # every test renders in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ["--set", "dream.octaves=2", "--set", "dream.iterations=3", "--set", "temporal.iterations=2",
             "--set", "checkpoint.segment_frames=5"]

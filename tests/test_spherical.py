@@ -1,4 +1,4 @@
-"""Equirect helpers: wrap padding, yaw, pole weights, 360° / stereo detection on real media."""
+"""Equirect helpers: wrap padding, pole weights, 360° / stereo detection on real media."""
 
 from pathlib import Path
 
@@ -9,17 +9,15 @@ import pytest
 import skimage.data
 import torch
 
-from stages import InputError
+from stages.common import InputError
 from stages.spherical import (
-    STEREO_LAYOUTS,
     crop_x,
     detect_equirect,
     detect_stereo,
     join_stereo,
-    latitude_weights,
+    latitude_weight,
     split_stereo,
     wrap_pad_x,
-    yaw_roll,
 )
 
 MEDIA = Path(__file__).resolve().parent.parent / "sample_media"
@@ -84,28 +82,19 @@ def test_wrap_pad_seam_is_continuous_on_real_equirect(room_jpg):
     assert torch.equal(p[..., 16:16 + w], t)
 
 
-def test_crop_x_numpy_and_negative_pad():
-    a = np.arange(20).reshape(2, 10)
-    assert np.array_equal(crop_x(a, 3), a[:, 3:7])
+def test_numpy_pads_and_crops_columns_of_hwc_images():
+    a = np.arange(2 * 10 * 3).reshape(2, 10, 3)
+    p = wrap_pad_x(a, 3, 2)
+    assert p.shape == (2, 15, 3)
+    assert np.array_equal(p[:, :3], a[:, -3:]) and np.array_equal(p[:, -2:], a[:, :2])
+    assert np.array_equal(crop_x(p, 3, 2), a)
+    assert np.array_equal(wrap_pad_x(a, 0, 12)[:, 10:], np.concatenate([a, a[:, :2]], axis=1)[:, :12])
     with pytest.raises(ValueError):
         wrap_pad_x(torch.zeros(1, 1, 2, 2), -1)
 
 
-def test_yaw_roll_inverse_numpy_and_torch(room_jpg):
-    small = cv2.resize(room_jpg, (256, 128), interpolation=cv2.INTER_AREA)
-    rolled = yaw_roll(small, 37)
-    assert np.array_equal(rolled[:, 37], small[:, 0])
-    assert np.array_equal(yaw_roll(rolled, -37), small)
-    t = torch.rand(2, 3, 8, 16)
-    r = yaw_roll(t, -5)
-    assert torch.equal(r[..., 0], t[..., 5])
-    assert torch.equal(yaw_roll(r, 5), t)
-    # A full turn is the identity.
-    assert np.array_equal(yaw_roll(small, small.shape[1]), small)
-
-
 def test_latitude_weights():
-    w = latitude_weights(180)
+    w = latitude_weight(180).flatten().numpy()
     assert w.shape == (180,)
     assert np.allclose(w, w[::-1])
     assert w[0] < 0.01 and w[-1] < 0.01
@@ -114,7 +103,8 @@ def test_latitude_weights():
     # Rows weighted by cos(lat) integrate to the sphere's area fraction: mean -> 2/pi.
     assert abs(w.mean() - 2 / np.pi) < 1e-3
     with pytest.raises(ValueError):
-        latitude_weights(0)
+        latitude_weight(0)
+    assert torch.allclose(latitude_weight(180, 2.0).flatten(), torch.from_numpy(w) ** 2)
 
 
 def test_detects_real_equirect_still(room_jpg):
@@ -132,7 +122,7 @@ def test_detects_real_equirect_video_frames(room_frames):
 
 
 def test_detects_equirect_after_yaw_and_in_float(room_jpg):
-    ok, reason = detect_equirect(yaw_roll(room_jpg, 500).astype(np.float32) / 255.0)
+    ok, reason = detect_equirect(np.roll(room_jpg, 500, axis=1).astype(np.float32) / 255.0)
     assert ok, reason
 
 
@@ -168,7 +158,7 @@ def test_rejects_16_9(room_jpg, room_frames):
 def test_detect_stereo_layouts(room_jpg):
     small = cv2.resize(room_jpg, (1024, 512))
     # A synthetic pair: the right eye sees the room slightly rotated, like a horizontal disparity.
-    right = yaw_roll(small, 6)
+    right = np.roll(small, 6, axis=1)
     tb = join_stereo(small, right, "top-bottom")
     lr = join_stereo(small, right, "left-right")
     assert detect_stereo(tb, "equirect")[0] == "top-bottom"
@@ -213,7 +203,3 @@ def test_split_odd_size_is_input_error():
         split_stereo(np.zeros((4, 4, 3)), "mono")
     with pytest.raises(ValueError):
         join_stereo(np.zeros((2, 4, 3)), np.zeros((2, 5, 3)), "left-right")
-
-
-def test_layout_names():
-    assert STEREO_LAYOUTS == ("mono", "top-bottom", "left-right")

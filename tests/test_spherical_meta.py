@@ -8,7 +8,7 @@ import av.sidedata.sidedata as sd
 import numpy as np
 import pytest
 
-from stages import InputError
+from stages.common import InputError
 from stages.spherical_meta import (
     Box,
     inject_spherical,

@@ -50,6 +50,7 @@ def one_error_line(capsys) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 def test_ntsc_rate_pts_and_audio_survive(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", width=96, height=64, frames=20, rate=Fraction(30000, 1001))
     dst = tmp_path / "out.mp4"
@@ -70,6 +71,7 @@ def test_ntsc_rate_pts_and_audio_survive(tmp_path: Path) -> None:
     assert np.abs(got[5][1].astype(int) - want[5][1].astype(int)).mean() > 2
 
 
+@pytest.mark.slow
 def test_start_and_max_frames_select_a_range_with_audio_trimmed(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=30, rate=Fraction(30))
     dst = tmp_path / "out.mp4"
@@ -82,6 +84,7 @@ def test_start_and_max_frames_select_a_range_with_audio_trimmed(tmp_path: Path) 
     assert min(times) >= 0.5 - 1024 / 48000 and max(times) <= 0.7 + 1e-6
 
 
+@pytest.mark.slow
 def test_temporal_coherence_on_known_motion(tmp_path: Path) -> None:
     """Flow-warped initialisation must at least halve the warp error without fading the dream."""
     src = make_clip(tmp_path / "in.mp4", width=128, height=80, frames=14, motion=(2.0, 1.0), audio=False)
@@ -99,6 +102,7 @@ def test_temporal_coherence_on_known_motion(tmp_path: Path) -> None:
     assert strength >= 0.7, f"dream strength on/off = {strength:.3f}"
 
 
+@pytest.mark.slow
 def test_scene_cut_resets_the_chain(tmp_path: Path) -> None:
     a = make_clip(tmp_path / "a.mp4", width=64, height=48, frames=6, audio=False, seed=1)
     b = make_clip(tmp_path / "b.mp4", width=64, height=48, frames=6, audio=False, seed=7)
@@ -116,6 +120,7 @@ def test_scene_cut_resets_the_chain(tmp_path: Path) -> None:
     assert stats.resets == [6]
 
 
+@pytest.mark.slow
 def test_odd_size_rotated_and_vfr_inputs(tmp_path: Path) -> None:
     odd = make_clip(tmp_path / "odd.mp4", width=333, height=201, frames=3, pix_fmt="yuv444p", audio=False)
     assert render(odd, tmp_path / "odd_out.mp4", "--set", "input.max_side=111") == 0

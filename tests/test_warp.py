@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.flow import compute_flow
+from stages.flow import FlowEstimator
 from stages.warp import consistency_mask, histogram_distance, is_scene_cut, temporal_init, warp
 from tests.synth import blurred_texture as texture
 
@@ -91,7 +91,7 @@ def test_mask_analytic_occlusion() -> None:
 
 def test_mask_with_real_flow_on_occluder() -> None:
     prev, cur = occluder_pair()
-    backward, forward = compute_flow(prev, cur)
+    backward, forward = FlowEstimator().pair(prev, cur)
     mask = consistency_mask(backward, forward)
     assert mask[44:76, 41:47].mean() < 0.2
     assert mask[:, 110:].mean() > 0.95 and mask[95:].mean() > 0.95
@@ -124,17 +124,17 @@ def test_histogram_and_scene_cut() -> None:
     assert histogram_distance(warm, warm) == pytest.approx(0.0, abs=1e-6)
     assert histogram_distance(warm, cool) > 0.8
 
-    b, f = compute_flow(warm, cool)
+    b, f = FlowEstimator().pair(warm, cool)
     cut, reason = is_scene_cut(consistency_mask(b, f), warm, cool)
     assert cut and "reliable" in reason
     cut, reason = is_scene_cut(np.ones((120, 160), np.float32), warm, cool)
     assert cut and "histogram" in reason
 
     prev, cur = occluder_pair()
-    b, f = compute_flow(prev, cur)
+    b, f = FlowEstimator().pair(prev, cur)
     assert is_scene_cut(consistency_mask(b, f), prev, cur) == (False, "")
     shifted = np.roll(warm, 7, axis=1)
-    b, f = compute_flow(warm, shifted)
+    b, f = FlowEstimator().pair(warm, shifted)
     assert histogram_distance(warm, shifted) < 0.1
     assert not is_scene_cut(consistency_mask(b, f), warm, shifted)[0]
 
