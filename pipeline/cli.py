@@ -23,8 +23,16 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one key, value parsed as YAML (e.g. --set dream.octaves=3); repeatable")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tool's error contract: one `error: ...` line and exit code 2 (no usage dump)."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepdream", description="DeepDream for images, video and 360° VR footage.")
+    p = _Parser(prog="deepdream", description="DeepDream for images, video and 360° VR footage.")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging and full tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 

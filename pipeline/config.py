@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import importlib.resources
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from stages.warp import SCENE_CUT_MIN_RELIABLE
 
 PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
 MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame
+SEED_MAX = 2**32 - 1  # frame i seeds its generator with seed + i, which must stay a 64-bit seed
 
 
 def _f(default, *, lo=None, hi=None, lo_open=False, doc=""):
@@ -47,7 +49,7 @@ class DreamCfg:
     step_size: float = _f(1.5, lo=0.0, hi=64.0, lo_open=True)
     jitter: int = _f(32, lo=0, hi=512)
     tile: int = _f(512, lo=0, hi=8192)
-    seed: int = _f(0, lo=0)
+    seed: int = _f(0, lo=0, hi=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = _f("auto")
 
 
@@ -199,7 +201,9 @@ def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
         if v is None and type(None) in args:
             return None
         errors = []
-        for a in (a for a in args if a is not type(None)):
+        # A mapping or a list is judged by the branch of its own shape, so the message names the real fault.
+        shaped = [a for a in args if typing.get_origin(a) is (dict if isinstance(v, dict) else list)]
+        for a in shaped if isinstance(v, (dict, list)) and shaped else (a for a in args if a is not type(None)):
             try:
                 return _check(key, a, v, meta)
             except ConfigError as e:
@@ -228,6 +232,8 @@ def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
     elif tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{key}: must be a number, got {v!r}")
+        if not math.isfinite(v):
+            raise ConfigError(f"{key}: must be a finite number, got {v}")
         v = float(v)
     elif tp is str:
         if not isinstance(v, str):

@@ -83,7 +83,10 @@ class DreamEngine:
         layers = resolve_layers(cfg)
         guide = {}
         if cfg.dream.guide:
-            still = read_still(Path(cfg.dream.guide))
+            try:
+                still = read_still(Path(cfg.dream.guide))
+            except InputError as e:
+                raise ConfigError(f"dream.guide: {e}") from e
             g = D.to_tensor(resize_max_side(still.rgb, 224), self.device)
             guide = D.guide_features(g, self.net, list(layers))
         channels = {k: tuple(v) for k, v in (cfg.dream.channels or {}).items()}

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Path:
     # All checks first: nothing loads and nothing is written until input, output and config are valid.
     output_format(dst)
-    check_output_path(dst)
+    check_output_path(dst, src)
     check_config(cfg)
     still = read_still(src)
     rgb = resize_max_side(still.rgb, cfg.input.max_side)

@@ -69,10 +69,12 @@ class VideoPlan:
     has_audio: bool
     frames_estimate: int | None
     enc: EncodeSettings
+    segment_frames: int  # frames per checkpoint segment
 
     def stream_info(self) -> dict:
         return {"width": self.width, "height": self.height, "time_base": str(self.time_base),
-                "rate": str(self.rate), "projection": self.layout.projection, "stereo": self.layout.stereo}
+                "rate": str(self.rate), "projection": self.layout.projection, "stereo": self.layout.stereo,
+                "segment_frames": self.segment_frames}
 
 
 def check_video_output(src: Path, dst: Path) -> None:
@@ -80,9 +82,7 @@ def check_video_output(src: Path, dst: Path) -> None:
 
     if dst.suffix.lower() not in (".mp4", ".m4v"):
         raise InputError(f"output {dst}: must be an .mp4 file")
-    check_output_path(dst)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise InputError("output must not be the input file")
+    check_output_path(dst, src)
 
 
 def plan_video(src: Path, cfg: Config) -> VideoPlan:
@@ -102,4 +102,5 @@ def plan_video(src: Path, cfg: Config) -> VideoPlan:
         w, h, est = r.width, r.height, r.frames_estimate
     if layout.stereo != "mono":
         S.split_stereo(np.zeros((h, w, 1), np.uint8), layout.stereo)  # scaled size still splits evenly
-    return VideoPlan(layout, DreamPlan.resolve(cfg, layout), max_side, w, h, tb, rate, has_audio, est, enc)
+    return VideoPlan(layout, DreamPlan.resolve(cfg, layout), max_side, w, h, tb, rate, has_audio, est, enc,
+                     cfg.checkpoint.segment_frames)

@@ -11,7 +11,6 @@ bit-identical to an uninterrupted one.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.checkpoint import RunDir
+from pipeline.checkpoint import Pass, RunDir
 from pipeline.config import Config, config_hash, dump_yaml, to_dict
 from pipeline.engine import DreamEngine, check_config
 from pipeline.errors import InputError
@@ -62,13 +61,20 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     if cfg.temporal.enabled and cfg.temporal.flow == "raft":
         FlowEstimator("raft")  # fails now, with the fix in the message, if RAFT weights are absent
     plan = plan_video(src, cfg)
+    engine = DreamEngine(cfg)  # weights and guide are checked here, before anything is written
     run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=config_hash(cfg),
                       stream=plan.stream_info(), restart=restart)
+    stats = RunStats()
     try:
-        stats = _render(src, cfg, plan, run, on_frame)
+        for p in run.resume_passes():
+            _render(src, cfg, plan, run, engine, p, stats, on_frame)
         t0 = time.perf_counter()
         _finalize(src, dst, cfg, plan, run)
         stats.finalize_s = time.perf_counter() - t0
+    except BaseException:
+        if not run.records:  # failed before its first segment: leave nothing behind
+            run.remove()
+        raise
     finally:
         run.close()
     stats.wall_s = time.perf_counter() - t_start
@@ -88,12 +94,13 @@ def _log_checksums(rec: FrameRecord, state: TemporalState, dreamed: np.ndarray) 
 class _Threads:
     """The decode/flow producer and the encode/checkpoint consumer around the main thread's dream."""
 
-    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, run: RunDir, state: TemporalState) -> None:
+    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, run: RunDir, p: Pass) -> None:
         self.in_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.out_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.stop, self.errors = threading.Event(), []
-        self.producer = threading.Thread(target=produce, args=(src, cfg, plan, state, self.in_q, self.stop,
-                                                               self.errors), name="decode+flow", daemon=True)
+        self.producer = threading.Thread(target=produce, args=(src, cfg, plan, p.state, p.stop_index, self.in_q,
+                                                               self.stop, self.errors), name="decode+flow",
+                                         daemon=True)
         self.consumer = threading.Thread(target=consume, args=(run, plan, self.out_q, self.stop, self.errors),
                                          name="encode", daemon=True)
         self.producer.start()
@@ -113,16 +120,17 @@ class _Threads:
         self.producer.join(timeout=10)
 
 
-def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, on_frame: OnFrame | None) -> RunStats:
-    state = run.load_state()
-    stats = RunStats()
-    if plan.frames_estimate is not None and state.next_index >= plan.frames_estimate:
-        return stats
-    if state.next_index:
-        log.info("resuming at frame %d (%d segments on disk)", state.next_index, len(run.manifest["segments"]))
-    engine = DreamEngine(cfg)
-    threads = _Threads(src, cfg, plan, run, state)
-    seg_frames = cfg.checkpoint.segment_frames
+def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamEngine, p: Pass, stats: RunStats,
+            on_frame: OnFrame | None) -> None:
+    """One pass of the frame loop (see `checkpoint.Pass`)."""
+    state = p.state
+    if p.stop_index is None and plan.frames_estimate is not None and state.next_index >= plan.frames_estimate:
+        return
+    if state.next_index and p.stop_index is None:
+        log.info("resuming at frame %d (%d segments on disk)", state.next_index, len(run.records))
+    committed = len(run.records)
+    seg_frames = plan.segment_frames
+    threads = _Threads(src, cfg, plan, run, p)
     frame_s = float(1 / plan.rate)
     bar = tqdm(total=plan.frames_estimate, initial=state.next_index, unit="frame", desc="dream", disable=None,
                dynamic_ncols=True)
@@ -145,13 +153,15 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, on_frame: OnFr
                 stats.resets.append(rec.index)
                 log.info("frame %d: scene cut (%s); the dream starts fresh", rec.index, rec.cut)
             state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32))
-            end_time = float(rec.pts * rec.time_base) + frame_s if rec.pts is not None else 0.0
+            seg = rec.index // seg_frames
             t0 = time.perf_counter()
-            threads.send(DreamedFrame(rec.index, rec.pts, quantize(dreamed), end_time))
-            pending = True
-            if state.next_index % seg_frames == 0:
-                threads.send(SegmentEnd(state))
-                pending = False
+            if seg >= committed or seg in p.redo:  # else: dreamed only to carry the chain to a damaged segment
+                end_time = float(rec.pts * rec.time_base) + frame_s if rec.pts is not None else 0.0
+                threads.send(DreamedFrame(rec.index, rec.pts, quantize(dreamed), end_time))
+                pending = True
+                if state.next_index % seg_frames == 0:
+                    threads.send(SegmentEnd(state))
+                    pending = False
             stats.wait_output_s += time.perf_counter() - t0
             stats.frames += 1
             bar.update(1)
@@ -167,26 +177,21 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, on_frame: OnFr
         threads.finish()
     if threads.errors:
         raise threads.errors[0]
-    return stats
 
 
 def _finalize(src: Path, dst: Path, cfg: Config, plan: VideoPlan, run: RunDir) -> None:
     """Join segments (no re-encode), mux the audio, tag 360° metadata, then one atomic rename."""
-    segs = run.manifest["segments"]
+    segs = run.records
     if not segs:
         raise InputError(f"{src.name}: no frames in the selected range")
     first_time = float((segs[0]["first_pts"] or 0) * plan.time_base)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part.mp4")
-    try:
-        join_segments(run.segment_paths(), tmp, audio_source=src if plan.has_audio else None,
-                      start_s=first_time, end_s=segs[-1]["end_time"], faststart=True)
-        if plan.layout.projection == "equirect":
-            inject_spherical(tmp, tmp, stereo=plan.layout.stereo)
-        publish(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tmp = run.temp_output()  # inside the run dir: a killed finalize leaves nothing beside OUTPUT
+    join_segments(run.segment_paths(), tmp, audio_source=src if plan.has_audio else None,
+                  start_s=first_time, end_s=segs[-1]["end_time"], faststart=True)
+    if plan.layout.projection == "equirect":
+        inject_spherical(tmp, tmp, stereo=plan.layout.stereo)
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {plan.layout.projection} {plan.layout.stereo}" \
                             f" ({plan.layout.how})\n"
-    write_atomic(dst.with_name(dst.name + ".yaml"), lambda f: f.write(text.encode()))
+    write_atomic(dst.with_name(dst.name + ".yaml"), lambda f: f.write(text.encode()), tmp_dir=run.path)
+    publish(tmp, dst)
     run.remove()

@@ -45,9 +45,10 @@ def take(q: queue.Queue, give_up: Callable[[], bool]):
                 return END
 
 
-def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, in_q: queue.Queue,
-            stop: threading.Event, errors: list) -> None:
-    """Decode, then per eye: backward/forward flow, reliability mask and the scene-cut test."""
+def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_index: int | None,
+            in_q: queue.Queue, stop: threading.Event, errors: list) -> None:
+    """Decode frames [state.next_index, stop_index), then per eye: backward/forward flow, reliability mask and
+    the scene-cut test."""
     try:
         dp = plan.dream
         est = FlowEstimator(dp.flow) if dp.temporal else None
@@ -58,6 +59,8 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, in_q:
                     return
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
+                if stop_index is not None and fr.index >= stop_index:
+                    break
                 motion, cut = None, ""
                 if est is not None and prev is not None:
                     motion = []
@@ -77,7 +80,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, in_q:
 
 def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
     """Encode frames into segment files; on a SegmentEnd, close the segment and checkpoint it."""
-    writer, temp, seg_no = None, None, len(run.manifest["segments"])
+    writer, temp, seg_no = None, None, 0
     first_index = first_pts = None
     count, end_time = 0, 0.0
     enc = plan.enc
@@ -88,6 +91,7 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
                 break
             if isinstance(item, DreamedFrame):
                 if writer is None:
+                    seg_no = item.index // plan.segment_frames
                     temp = run.segment_temp(seg_no)
                     writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
                                          rate=plan.rate, codec=enc.codec, crf=enc.crf, preset=enc.speed,
@@ -102,7 +106,6 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
                 writer = None
                 run.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
                                    end_time=end_time, state=item.state)
-                seg_no += 1
     except BaseException as e:
         errors.append(e)
         stop.set()

@@ -59,10 +59,11 @@ def publish(tmp: Path, path: Path) -> None:
     fsync_dir(_parent(path))
 
 
-def write_atomic(path: Path, writer: Callable[[BinaryIO], object]) -> None:
-    """`writer(f)` fills a temp file beside `path`, which then replaces `path` in one step."""
+def write_atomic(path: Path, writer: Callable[[BinaryIO], object], *, tmp_dir: Path | None = None) -> None:
+    """`writer(f)` fills a temp file beside `path` (or in `tmp_dir`, on the same filesystem), which then
+    replaces `path` in one step."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=_parent(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=tmp_dir or _parent(path))
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)

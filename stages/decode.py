@@ -83,10 +83,14 @@ def _display_size(w: int, h: int, rotation: int) -> tuple[int, int]:
 
 
 def _fit(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+    """Downscale (never up) so the longer side is at most max_side. A size we choose is even, as yuv420p
+    and a stereo split need; a source's own odd size is kept (the encoder pads it)."""
     if not max_side or max(w, h) <= max_side:
         return w, h
-    s = max_side / max(w, h)
-    return max(1, round(w * s)), max(1, round(h * s))
+    long_side = max(2, max_side - max_side % 2)
+    s = long_side / max(w, h)
+    even = lambda n: max(2, 2 * round(n * s / 2))  # noqa: E731
+    return (long_side, even(h)) if w >= h else (even(w), long_side)
 
 
 class VideoReader:
@@ -154,19 +158,22 @@ class VideoReader:
         return total
 
     def _decode_frames(self):
-        """Yield av.VideoFrames; a damaged tail ends the stream with a warning instead of an error."""
+        """Yield av.VideoFrames; a damaged packet is skipped and a damaged tail ends the stream, each with a
+        warning, and whatever the decoder still holds is drained either way."""
         stream = self._stream
-        try:
-            for packet in self._container.demux(stream):
-                try:
-                    yield from packet.decode()
-                except av.error.InvalidDataError as e:
-                    log.warning("%s: skipping undecodable packet (%s)", self.path.name, _short(e))
-            return
-        except av.FFmpegError as e:
-            log.warning("%s: stream ends early, file looks truncated or damaged (%s)",
-                        self.path.name, _short(e))
-        # The demuxer died before its flush packet, so drain the decoder ourselves.
+        packets = self._container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return  # the demuxer's own flush packet has drained the decoder
+            except av.FFmpegError as e:
+                log.warning("%s: stream ends early, file looks truncated or damaged (%s)", self.path.name, _short(e))
+                break
+            try:
+                yield from packet.decode()
+            except av.FFmpegError as e:
+                log.warning("%s: skipping undecodable packet (%s)", self.path.name, _short(e))
         try:
             yield from stream.codec_context.decode(None)
         except av.FFmpegError:

@@ -247,7 +247,8 @@ def join_segments(segments: list[Path], out_path: Path, *, audio_source: Path | 
 
 def _audio_packets(container, out, start_s: float, end_s: float):
     in_a = container.streams.audio[0]
-    if in_a.codec_context.name in _MP4_AUDIO:
+    # By the codec, not the decoder's name: FFmpeg decodes MP3 with "mp3float", which is still MP3.
+    if in_a.codec_context.codec.canonical_name in _MP4_AUDIO:
         out_a = out.add_stream_from_template(in_a)
         return _copied_audio(container, in_a, out_a, start_s, end_s)
     ctx = in_a.codec_context

@@ -182,6 +182,8 @@ def _block_mean(g: np.ndarray, target_w: int = 128) -> np.ndarray:
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0 or b.size == 0:
+        return 0.0
     a, b = _block_mean(a), _block_mean(b)
     a, b = a - a.mean(), b - b.mean()
     denom = float(np.sqrt((a * a).sum() * (b * b).sum()))

@@ -40,8 +40,8 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def check_output_path(path: Path) -> None:
-    """Fails early (before any model loads) when the output cannot be written."""
+def check_output_path(path: Path, source: Path | None = None) -> None:
+    """Fails early (before any model loads) when the output cannot be written, or would be the input."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise InputError(f"output is a directory: {path}")
@@ -49,6 +49,8 @@ def check_output_path(path: Path) -> None:
         raise InputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output directory is not writable: {parent}")
+    if source is not None and path.exists() and source.exists() and os.path.samefile(path, source):
+        raise InputError(f"output {path} is the input file; choose another output")
 
 
 def read_still(path: Path) -> Still:
@@ -64,6 +66,8 @@ def read_still(path: Path) -> Still:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except UnidentifiedImageError as e:
         raise InputError(f"not an image Pillow can read: {path}") from e
+    except Image.DecompressionBombError as e:
+        raise InputError(f"image {path} is too large to decode safely ({e}); downscale it first") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
             from e

@@ -81,11 +81,12 @@ def warp(img: np.ndarray, flow: np.ndarray, *, wrap_x: bool = False) -> np.ndarr
 
 
 def _gradients(a: np.ndarray, wrap_x: bool) -> tuple[np.ndarray, np.ndarray]:
-    gy = np.gradient(a, axis=0)
+    # np.gradient needs two samples: a 1-pixel-high or -wide frame has no slope along that axis.
+    gy = np.gradient(a, axis=0) if a.shape[0] > 1 else np.zeros_like(a)
     if wrap_x:
         gx = (np.roll(a, -1, axis=1) - np.roll(a, 1, axis=1)) * 0.5
     else:
-        gx = np.gradient(a, axis=1)
+        gx = np.gradient(a, axis=1) if a.shape[1] > 1 else np.zeros_like(a)
     return gx, gy
 
 

@@ -83,3 +83,22 @@ def chelsea_tensor(chelsea_rgb):
         return to_tensor(resized(chelsea_rgb, w, h), torch.device("cpu"))
 
     return make
+
+
+def run_inprocess(argv: list, capfd) -> tuple[int, str, str]:
+    """Runs the CLI's main() here; returns (exit code, stdout, stderr). main() points logging at the
+    current sys.stderr, so log lines land in the captured stderr exactly as in a real process."""
+    import logging
+
+    from pipeline.cli import main as cli_main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    capfd.readouterr()
+    try:
+        rc = cli_main([str(a) for a in argv])
+    finally:  # main() replaces the root handlers (pytest's own among them): put them back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    out, err = capfd.readouterr()
+    return rc, out, err

@@ -8,7 +8,6 @@ with stdout/stderr captured at the file-descriptor level; main() sends its log l
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -22,9 +21,8 @@ import pytest
 import yaml
 from PIL import Image, features
 
-from pipeline.cli import main as cli_main
 from pipeline.config import load_config
-from tests.conftest import CHELSEA, REPO, cli_env, resized
+from tests.conftest import CHELSEA, REPO, cli_env, resized, run_inprocess
 
 FAST = ["--set", "input.max_side=64", "--set", "dream.octaves=2", "--set", "dream.iterations=2"]
 
@@ -32,21 +30,6 @@ FAST = ["--set", "input.max_side=64", "--set", "dream.octaves=2", "--set", "drea
 def run_subprocess(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def run_inprocess(argv: list, capfd) -> tuple[int, str, str]:
-    """Runs the CLI's main() here; returns (exit code, stdout, stderr). main() points logging at the
-    current sys.stderr, so log lines land in the captured stderr exactly as in a real process."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    capfd.readouterr()
-    try:
-        rc = cli_main([str(a) for a in argv])
-    finally:  # main() replaces the root handlers (pytest's own among them): put them back
-        root.handlers[:] = handlers
-        root.setLevel(level)
-    out, err = capfd.readouterr()
-    return rc, out, err
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -171,9 +171,20 @@ def test_out_of_range_octaves():
     ("dream.seed=-1", "dream.seed: must be >= 0, got -1"),
     ("temporal.blend=1.5", "temporal.blend: must be <= 1.0, got 1.5"),
     ("input.max_side=8", "input.max_side: must be >= 16, got 8"),
+    ("dream.seed=18446744073709551615", "dream.seed: must be <= 4294967295, got 18446744073709551615"),
 ])
 def test_out_of_range(override, expected):
     assert err([override]) == expected
+
+
+@pytest.mark.parametrize("override, key", [
+    ("dream.step_size=.nan", "dream.step_size"), ("temporal.blend=.nan", "temporal.blend"),
+    ("video.start=.nan", "video.start"), ("dream.octave_scale=.inf", "dream.octave_scale"),
+    ("dream.step_size=1.0e+999", "dream.step_size"), ("spherical.pole_exponent=-.inf", "spherical.pole_exponent"),
+    ("dream.layers={block8: .nan}", "dream.layers.block8"),
+])
+def test_nan_and_infinity_are_refused(override, key):
+    assert err([override]).startswith(f"{key}: must be a finite number"), err([override])
 
 
 @pytest.mark.parametrize("override, expected", [

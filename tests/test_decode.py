@@ -60,6 +60,16 @@ def test_max_side_downscales_but_never_upscales(tmp_path):
         assert (r.width, r.height) == (160, 96)
 
 
+def test_downscaled_sizes_are_even():
+    from stages.decode import _fit
+
+    assert _fit(333, 201, 111) == (110, 66)  # the longer side fits, the other keeps the aspect, both even
+    assert _fit(201, 333, 111) == (66, 110)
+    assert _fit(1080, 1080, 33) == (32, 32)  # a top-bottom stereo frame still splits into two eyes
+    assert _fit(4000, 3, 100) == (100, 2)
+    assert _fit(333, 201, None) == (333, 201) and _fit(333, 201, 400) == (333, 201)  # never upscaled
+
+
 def test_odd_dimensions(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", width=333, height=201, frames=3, pix_fmt="yuv444p", audio=False)
     with VideoReader(clip) as r:
