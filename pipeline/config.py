@@ -91,6 +91,7 @@ class EncodeCfg:
     crf: int = _f(18, lo=0, hi=51)
     speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = _f("medium")
     preset: Literal["none", "quest", "youtube360", "h264_compat"] = _f("none")
+    gop: float | None = _f(None, lo=0.0, hi=60.0, lo_open=True)  # seconds between key frames; None: the preset's
 
 
 @dataclass(frozen=True)

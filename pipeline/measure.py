@@ -37,7 +37,7 @@ def _tolerance(reader: VideoReader) -> Fraction:
 
 
 def _pairs(source: VideoReader, src_iter: Iterator[DecodedFrame], dreamed: VideoReader,
-           stats: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+           stats: dict, offset: Fraction = Fraction(0)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(source, dreamed) RGB pairs of the same instant; source frames without a dreamed twin are skipped.
 
     Timestamps are compared in seconds because the two files may use different time bases. Without
@@ -52,6 +52,8 @@ def _pairs(source: VideoReader, src_iter: Iterator[DecodedFrame], dreamed: Video
             raise InputError(f"{dreamed.path.name}: frame size changes from {size[1]}x{size[0]} to "
                              f"{d.rgb.shape[1]}x{d.rgb.shape[0]} at frame {d.index}")
         d_time = _time(d)
+        if d_time is not None:
+            d_time += offset
         for s in src_iter:
             s_time = _time(s)
             if d_time is None or s_time is None or s_time > d_time - tol:
@@ -102,6 +104,25 @@ def _wrap_x(projection: str, reader: VideoReader, first_rgb: np.ndarray) -> bool
     return ok
 
 
+def render_offset(source: Path, dreamed: Path) -> Fraction:
+    """Source time of a render's first frame: renders start at 0, the source's first rendered frame may
+    not (a `video.start`, or a stream that starts late). Read from the resolved config beside the render
+    (OUTPUT.yaml); a file without one is taken to carry the source's own timestamps."""
+    sidecar = dreamed.with_name(dreamed.name + ".yaml")
+    if not sidecar.is_file():
+        return Fraction(0)
+    from pipeline.config import load_config
+
+    try:
+        start = load_config(str(sidecar)).video.start
+    except InputError:
+        log.warning("metrics: %s is not a readable config; frames are paired by their own times", sidecar.name)
+        return Fraction(0)
+    with VideoReader(source, start=start, max_frames=1) as r:
+        first = next(iter(r))
+    return first.pts * first.time_base if first.pts is not None else Fraction(0)
+
+
 def _rounded(values: list[float | None]) -> list[float | None]:
     return [None if v is None else round(v, _DECIMALS) for v in values]
 
@@ -129,7 +150,8 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
         if first is None:
             raise InputError(f"{source.name}: no video frame could be decoded")
         wrap_x = _wrap_x(projection, src_reader, first.rgb)
-        pairs = _pairs(src_reader, itertools.chain([first], src_iter), dream_reader, stats)
+        offset = render_offset(source, dreamed)
+        pairs = _pairs(src_reader, itertools.chain([first], src_iter), dream_reader, stats, offset)
         src_frames, dream_frames = _split(pairs)
         result = metrics.warp_error_series(src_frames, dream_frames, method=flow, wrap_x=wrap_x)
     if result["frames"] == 0:

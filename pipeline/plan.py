@@ -18,13 +18,14 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.layout import Layout, resolve_layout
-from pipeline.presets import EncodeSettings, capped_max_side, encode_settings
+from pipeline.presets import EncodePlan, encode_plan, fit_max_side
 from stages import spherical as S
-from stages.decode import VideoReader
+from stages.decode import VideoReader, fit_size
 from stages.dream import Schedule
 from stages.encode import encoder_available
 
 log = logging.getLogger(__name__)
+HEVC_MIN_SIDE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,8 @@ class VideoPlan:
     rate: Fraction
     has_audio: bool
     frames_estimate: int | None
-    enc: EncodeSettings
-    segment_frames: int  # frames per checkpoint segment
+    enc: EncodePlan
+    segment_frames: int  # frames per checkpoint segment: a whole number of GOPs
 
     def stream_info(self) -> dict:
         return {"width": self.width, "height": self.height, "time_base": str(self.time_base),
@@ -92,15 +93,30 @@ def plan_video(src: Path, cfg: Config) -> VideoPlan:
         src_w, src_h, rate, tb, has_audio = r.source_width, r.source_height, r.rate, r.time_base, r.has_audio
     layout = resolve_layout(cfg, first, side_projection=side[0], side_stereo=side[1])
     rate = rate or Fraction(30)
-    enc = encode_settings(cfg, rate, layout.stereo)
-    if not encoder_available(enc.codec):
-        raise InputError(f"encode.codec: this PyAV build has no {enc.codec} encoder")
-    max_side = capped_max_side(src_w, src_h, cfg.input.max_side, enc.max_size)
+    enc = encode_plan(cfg, rate, layout.stereo)
+    if not encoder_available(enc.encoding.codec):
+        raise InputError(f"encode.codec: this PyAV build has no {enc.encoding.codec} encoder")
+    max_side = fit_max_side(src_w, src_h, float(rate), cfg.input.max_side, enc,
+                            lambda side: fit_size(src_w, src_h, side))
     if max_side != cfg.input.max_side:
-        log.info("encode.preset %s: frames scaled to fit %dx%d", cfg.encode.preset, *enc.max_size)
+        w, h = fit_size(src_w, src_h, max_side)
+        log.info("encode.preset %s: frames scaled to %dx%d to fit %s", cfg.encode.preset, w, h,
+                 f"level {enc.level.name}" if enc.level else "its cap")
     with VideoReader(src, start=cfg.video.start, max_frames=cfg.video.max_frames, max_side=max_side) as r:
         w, h, est = r.width, r.height, r.frames_estimate
     if layout.stereo != "mono":
         S.split_stereo(np.zeros((h, w, 1), np.uint8), layout.stereo)  # scaled size still splits evenly
+    if enc.encoding.codec == "hevc" and min(w, h) < HEVC_MIN_SIDE:
+        # libx265 in PyAV's wheel corrupts the heap on some frames smaller than its 64-pixel blocks.
+        raise InputError(f"HEVC output needs frames of at least {HEVC_MIN_SIDE}x{HEVC_MIN_SIDE}, got {w}x{h}; "
+                         "use encode.codec=h264 (and encode.preset=none)")
     return VideoPlan(layout, DreamPlan.resolve(cfg, layout), max_side, w, h, tb, rate, has_audio, est, enc,
-                     cfg.checkpoint.segment_frames)
+                     segment_frames(cfg.checkpoint.segment_frames, enc.encoding.gop))
+
+
+def segment_frames(wanted: int, gop: int) -> int:
+    """Segments close on GOP boundaries, so key frames fall every `gop` frames across the whole render."""
+    n = max(gop, round(wanted / gop) * gop)
+    if n != wanted:
+        log.info("checkpoint.segment_frames %d -> %d: a whole number of %d-frame GOPs", wanted, n, gop)
+    return n

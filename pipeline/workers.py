@@ -83,7 +83,6 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
     writer, temp, seg_no = None, None, 0
     first_index = first_pts = None
     count, end_time = 0, 0.0
-    enc = plan.enc
     try:
         while True:
             item = out_q.get()
@@ -94,9 +93,7 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
                     seg_no = item.index // plan.segment_frames
                     temp = run.segment_temp(seg_no)
                     writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
-                                         rate=plan.rate, codec=enc.codec, crf=enc.crf, preset=enc.speed,
-                                         gop=enc.gop, profile=enc.profile, level=enc.level,
-                                         maxrate_kbps=enc.maxrate_kbps, faststart=False)
+                                         rate=plan.rate, encoding=plan.enc.encoding, faststart=False)
                     first_index, first_pts, count = item.index, item.pts, 0
                 writer.write(item.rgb, item.pts)
                 end_time = item.end_time

@@ -82,7 +82,7 @@ def _display_size(w: int, h: int, rotation: int) -> tuple[int, int]:
     return (h, w) if rotation % 180 else (w, h)
 
 
-def _fit(w: int, h: int, max_side: int | None) -> tuple[int, int]:
+def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
     """Downscale (never up) so the longer side is at most max_side. A size we choose is even, as yuv420p
     and a stereo split need; a source's own odd size is kept (the encoder pads it)."""
     if not max_side or max(w, h) <= max_side:
@@ -132,7 +132,7 @@ class VideoReader:
         self.rotation: int = 180 if int(first.rotation) == -180 else int(first.rotation)
         self.side_projection, self.side_stereo = _side_info(first)
         self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation)
-        self.width, self.height = _fit(self.source_width, self.source_height, max_side)
+        self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
         self._origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
         self.duration = _duration(self._container, stream)
@@ -261,4 +261,4 @@ def probe(path) -> dict:
         }
 
 
-__all__ = ["DecodedFrame", "VideoReader", "probe"]
+__all__ = ["DecodedFrame", "VideoReader", "fit_size", "probe"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,6 +22,7 @@ _ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 # Audio codecs that MP4 players handle when stream-copied; anything else (pcm_*, vorbis, ...) would
 # either be refused by the muxer or produce a file most players cannot play, so it becomes AAC.
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac"}
+_MAX_REORDER = 16  # frames a B-frame encoder may hold back; a pts − dts beyond this is not a real delay
 
 
 def encoder_available(codec: str) -> bool:
@@ -28,10 +30,16 @@ def encoder_available(codec: str) -> bool:
     return name in av.codec.codecs_available
 
 
-def _mp4_options(faststart: bool, time_base: Fraction | None = None) -> dict[str, str]:
+def _mp4_options(faststart: bool, time_base: Fraction | None = None, *, final: bool = False) -> dict[str, str]:
     options = {}
-    if faststart:
-        options["movflags"] = "faststart"
+    flags = ["faststart"] if faststart else []
+    if final:
+        # The delivered file has no edit list (platforms such as YouTube ask for none): B-frames keep the
+        # first frame at 0 through negative composition offsets (ctts v1) instead of an edit.
+        flags.append("negative_cts_offsets")
+        options["use_editlist"] = "0"
+    if flags:
+        options["movflags"] = "+".join(flags)
     if time_base is not None and time_base.numerator == 1:
         # Without this the mov muxer doubles small timescales (1/30 -> 1/15360), which keeps times
         # exact but changes the integer pts callers compare against the source.
@@ -42,22 +50,38 @@ def _mp4_options(faststart: bool, time_base: Fraction | None = None) -> dict[str
     return options
 
 
+@dataclass(frozen=True, slots=True)
+class Encoding:
+    """How a stream is encoded. Every segment of a render uses the same one, so they join by copy."""
+
+    codec: str = "h264"  # h264 (libx264) | hevc (libx265, tagged hvc1)
+    crf: int = 18
+    speed: str = "medium"  # the encoder's preset
+    profile: str | None = None  # None: High for H.264 (x264's choice when lossless), the encoder's for HEVC
+    level: str | None = None  # "5.1"; None: the encoder's choice
+    gop: int | None = None  # frames between key frames; None: one second
+    maxrate_kbps: int | None = None
+    bufsize_kbps: int | None = None  # None: equal to maxrate (a bigger VBV buffer can push HEVC to High tier)
+    bframes: int | None = None  # None: the encoder's default
+    params: str = ""  # more x264/x265 params (key=value:...), e.g. rate control for dreamed texture
+
+    def __post_init__(self) -> None:
+        if self.codec not in _ENCODERS:
+            raise ValueError(f"codec must be one of {sorted(_ENCODERS)}, got {self.codec!r}")
+
+
 class VideoWriter:
     """Encode RGB frames into an MP4, each frame stamped with its source pts.
 
-    B-frames stay on (encoder defaults). Checked: segments written with B-frames and joined by
-    stream copy decode to every frame with exact pts, for CFR (30000/1001) and jittered VFR, because
-    the encoder's dts delay is the same in every segment so dts stays monotonic across boundaries.
-    `join_segments` still nudges a boundary dts that would not increase (an extreme VFR gap could
-    do that) instead of letting the muxer fail at the end of a long render.
+    B-frames stay on. Checked: segments written with B-frames and joined by stream copy decode to every
+    frame with exact pts, for CFR (30000/1001) and jittered VFR, because the encoder's dts delay is the
+    same in every segment so dts stays monotonic across boundaries. `join_segments` still nudges a
+    boundary dts that would not increase (an extreme VFR gap could do that) instead of letting the muxer
+    fail at the end of a long render.
     """
 
     def __init__(self, path, *, width: int, height: int, time_base: Fraction, rate: Fraction,
-                 codec: str = "h264", crf: int = 18, preset: str = "medium", gop: int | None = None,
-                 profile: str | None = None, level: str | None = None, maxrate_kbps: int | None = None,
-                 faststart: bool = True):
-        if codec not in _ENCODERS:
-            raise ValueError(f"codec must be one of {sorted(_ENCODERS)}, got {codec!r}")
+                 encoding: Encoding = Encoding(), faststart: bool = True):
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.time_base = Fraction(time_base)
@@ -66,50 +90,59 @@ class VideoWriter:
         if any(self._pad):
             log.warning("odd frame size %dx%d: padding to %dx%d by edge replication for yuv420p",
                         self.width, self.height, self.width + self._pad[1], self.height + self._pad[0])
-        gop = gop if gop is not None else max(1, round(self.rate))
         self._container = av.open(str(self.path), "w", format="mp4",
                                   options=_mp4_options(faststart, self.time_base))
         try:
-            self._stream = self._make_stream(codec, crf, preset, gop, profile, level, maxrate_kbps)
+            self._stream = self._make_stream(encoding)
         except Exception:
             self._container.close()
             raise
         self._frame_step = max(1, round(1 / (self.rate * self.time_base)))
         self._next_pts = 0
+        self._last_dts: int | None = None
         self._closed = False
 
-    def _make_stream(self, codec, crf, preset, gop, profile, level, maxrate_kbps):
-        stream = self._container.add_stream(_ENCODERS[codec], rate=self.rate)
+    def _make_stream(self, e: Encoding):
+        stream = self._container.add_stream(_ENCODERS[e.codec], rate=self.rate)
         stream.width = self.width + self._pad[1]
         stream.height = self.height + self._pad[0]
         stream.pix_fmt = "yuv420p"
         stream.time_base = self.time_base
         ctx = stream.codec_context
         ctx.time_base = self.time_base
+        gop = e.gop or max(1, round(self.rate))
         ctx.gop_size = gop
-        opts = {"crf": str(crf), "preset": preset}
-        if codec == "h264":
+        opts = {"crf": str(e.crf), "preset": e.speed}
+        # keyint = min-keyint and no scene cuts: key frames exactly every `gop` frames; open-gop off keeps
+        # every GOP decodable on its own, as segment boundaries need.
+        params = [f"keyint={gop}", f"min-keyint={gop}", "open-gop=0", "scenecut=0"]
+        if e.bframes is not None:
+            params.append(f"bframes={e.bframes}")
+        if e.codec == "h264":
             # crf 0 is lossless, which only High 4:4:4 Predictive allows: then let x264 choose.
-            if profile or crf:
-                opts["profile"] = profile or "high"
-            # min-keyint = keyint stops scene cuts from starting GOPs at odd places; open-gop off
-            # keeps every GOP decodable on its own, as segment boundaries need. cpu-independent: without
-            # it the same frames encoded to different pictures from process to process (measured), and a
-            # resumed render must decode bit-identical to an uninterrupted one.
-            opts["x264-params"] = f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0:cpu-independent=1"
+            if e.profile or e.crf:
+                opts["profile"] = e.profile or "high"
+            if e.level:
+                opts["level"] = e.level
+            # cpu-independent: without it the same frames encoded to different pictures from process to
+            # process (measured), and a resumed render must decode bit-identical to an uninterrupted one.
+            params.append("cpu-independent=1")
         else:
-            if profile:
-                opts["profile"] = profile
+            if e.profile:
+                opts["profile"] = e.profile
+            if e.level:
+                # Main tier: the one headsets' decoders promise (High tier needs a bigger VBV buffer).
+                params += [f"level-idc={e.level}", "no-high-tier=1"]
             # x265 prints banners to stderr itself (not via av_log), hence log-level here.
-            opts["x265-params"] = (f"keyint={gop}:min-keyint={gop}:open-gop=0:scenecut=0:"
-                                   "log-level=error")
+            params.append("log-level=error")
             # Apple players and Quest refuse HEVC in MP4 unless the sample entry is hvc1, not hev1.
             stream.codec_tag = "hvc1"
-        if level:
-            opts["level"] = level
-        if maxrate_kbps:
-            opts["maxrate"] = f"{int(maxrate_kbps)}k"
-            opts["bufsize"] = f"{2 * int(maxrate_kbps)}k"
+        if e.params:
+            params.append(e.params)
+        opts["x264-params" if e.codec == "h264" else "x265-params"] = ":".join(params)
+        if e.maxrate_kbps:
+            opts["maxrate"] = f"{int(e.maxrate_kbps)}k"
+            opts["bufsize"] = f"{int(e.bufsize_kbps or e.maxrate_kbps)}k"
         stream.options = opts
         return stream
 
@@ -124,14 +157,26 @@ class VideoWriter:
         frame.pts = int(pts)
         frame.time_base = self.time_base
         self._next_pts = int(pts) + self._frame_step
-        self._container.mux(self._stream.encode(frame))
+        self._mux(self._stream.encode(frame))
+
+    def _mux(self, packets) -> None:
+        """Mux with a sane dts. libx265 leaves dts uninitialised (values like -4.9e18) when a stream ends
+        before its lookahead filled, i.e. a segment of 1 or 2 frames; the MP4 muxer then cannot store
+        pts − dts and fails. Such a dts is replaced by one that keeps decode order: just after the last
+        one, never past the packet's pts."""
+        for p in packets:
+            if p.pts is not None and (p.dts is None or p.dts > p.pts or p.pts - p.dts > _MAX_REORDER * self._frame_step
+                                      or (self._last_dts is not None and p.dts <= self._last_dts)):
+                p.dts = p.pts if self._last_dts is None else min(p.pts, self._last_dts + 1)
+            self._last_dts = p.dts
+            self._container.mux(p)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self._container.mux(self._stream.encode(None))
+            self._mux(self._stream.encode(None))
         finally:
             self._container.close()
 
@@ -150,11 +195,18 @@ class VideoWriter:
 
 
 def _video_packets(containers, out_stream):
-    last_dts = None
+    """Every segment's packets in order, moved so the first frame is at 0; a boundary dts that would not
+    increase (an extreme VFR gap) is nudged instead of failing the end of a long render."""
+    last_dts = offset = None
     for container in containers:
         for packet in container.demux(container.streams.video[0]):
             if packet.dts is None and packet.pts is None:
                 continue  # demux's trailing flush packet
+            if offset is None:
+                offset = packet.pts  # a closed GOP's first packet is its IDR frame, the earliest shown
+            packet.pts -= offset
+            if packet.dts is not None:
+                packet.dts -= offset
             if last_dts is not None and packet.dts is not None and packet.dts <= last_dts:
                 if packet.pts is None or last_dts + 1 > packet.pts:
                     raise ValueError(f"segment {container.name} overlaps the previous one in time")
@@ -166,20 +218,26 @@ def _video_packets(containers, out_stream):
 
 
 def _copied_audio(container, in_stream, out_stream, start_s: float, end_s: float):
-    """Audio packets overlapping [start_s, end_s), kept as they are."""
+    """Audio packets from `start_s` to `end_s`, kept as they are but moved `start_s` earlier.
+
+    The first packet is the first that starts at or after `start_s` (encoder-priming packets before a
+    source's 0 included among those dropped), so the audio begins less than one audio frame after the
+    first video frame and, written without an edit list at 0, plays less than one frame early. The last
+    is the last whose midpoint falls before `end_s`.
+    """
+    shift = round(Fraction(start_s).limit_denominator(1 << 30) / in_stream.time_base)
     for packet in container.demux(in_stream):
         if packet.pts is None:
             continue
         t0 = float(packet.pts * packet.time_base)
         t1 = t0 + float((packet.duration or 0) * packet.time_base)
-        mid = (t0 + t1) / 2
-        if mid >= end_s:
+        if (t0 + t1) / 2 >= end_s:
             break
-        # A packet belongs to the range when its midpoint does, so each end is off by at most half
-        # a frame. At start_s == 0 the encoder-priming packets (negative pts) stay: the edit list
-        # written for them trims the priming on playback.
-        if mid < start_s and not (start_s <= 0 and t0 < 0):
+        if t0 < start_s - 1e-9:
             continue
+        packet.pts -= shift
+        if packet.dts is not None:
+            packet.dts -= shift
         packet.stream = out_stream
         yield packet
 
@@ -200,7 +258,7 @@ def _reencoded_audio(container, in_stream, out_stream, start_s: float, end_s: fl
             cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, lo:hi]), format="fltp",
                                              layout=out_stream.codec_context.layout)
             cut.sample_rate = sr
-            cut.pts = s0 + lo
+            cut.pts = s0 + lo - first  # the output starts at 0, like the video
             cut.time_base = Fraction(1, sr)
             yield from out_stream.encode(cut)
             if s0 + data.shape[1] >= last:
@@ -213,8 +271,8 @@ def join_segments(segments: list[Path], out_path: Path, *, audio_source: Path | 
                   end_s: float, faststart: bool = True) -> None:
     """Concatenate segment MP4s by stream copy and add `audio_source`'s audio cut to [start_s, end_s).
 
-    Packets keep their timestamps: segments already carry the source's pts, which also places the
-    audio, so the result stays in sync with the source timeline without any re-stamping.
+    Segments carry the source's timestamps; the output moves video and audio alike by the first frame's,
+    so it starts at 0 (no empty lead-in after `video.start`) and stays in sync with the source.
     """
     if not segments:
         raise ValueError("join_segments needs at least one segment")
@@ -223,7 +281,7 @@ def join_segments(segments: list[Path], out_path: Path, *, audio_source: Path | 
     try:
         template = inputs[0].streams.video[0]
         out = av.open(str(out_path), "w", format="mp4",
-                      options=_mp4_options(faststart, Fraction(template.time_base)))
+                      options=_mp4_options(faststart, Fraction(template.time_base), final=True))
         with out:
             out_v = out.add_stream_from_template(template)
             out_v.time_base = template.time_base

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stages.decode import VideoReader
-from stages.encode import VideoWriter
+from stages.encode import Encoding, VideoWriter
 from stages.spherical_meta import inject_spherical
 from tests.synth import make_audio_only, make_clip, make_text_file
 
@@ -66,7 +66,7 @@ def rewrite(src: Path, dst: Path, *, first: int = 0, end: int | None = None, noi
     rng = np.random.default_rng(1)
     with VideoReader(src) as reader, VideoWriter(dst, width=reader.width, height=reader.height,
                                                  time_base=reader.time_base, rate=reader.rate,
-                                                 preset="ultrafast") as writer:
+                                                 encoding=Encoding(speed="ultrafast")) as writer:
         for f in reader:
             if f.index < first or (end is not None and f.index >= end):
                 continue

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stages.decode import VideoReader
-from stages.encode import VideoWriter, encoder_available, join_segments
+from stages.encode import Encoding, VideoWriter, encoder_available, join_segments
 from tests.synth import AUDIO_RATE, make_clip
 
 
@@ -20,12 +20,12 @@ def _read(path):
         return r, list(r)
 
 
-def _write_segments(tmp_path, frames, bounds, reader, **kw):
+def _write_segments(tmp_path, frames, bounds, reader, faststart=True):
     paths = []
     for k, (a, b) in enumerate(bounds):
         p = tmp_path / f"seg{k}.mp4"
         with VideoWriter(p, width=reader.width, height=reader.height, time_base=reader.time_base,
-                         rate=reader.rate, preset="ultrafast", **kw) as w:
+                         rate=reader.rate, encoding=Encoding(speed="ultrafast"), faststart=faststart) as w:
             for f in frames[a:b]:
                 w.write(f.rgb, f.pts)
         paths.append(p)
@@ -75,7 +75,7 @@ def test_three_segments_join_to_all_frames_with_pts_and_audio(tmp_path):
     assert abs(_audio_seconds(out) - end) <= 1024 / AUDIO_RATE
 
 
-def test_join_from_mid_clip_keeps_source_time_and_trims_audio(tmp_path):
+def test_join_from_mid_clip_starts_at_zero_and_trims_audio(tmp_path):
     src = make_clip(tmp_path / "src.mp4", frames=40)
     with VideoReader(src, start=0.5) as reader:
         frames = list(reader)
@@ -85,7 +85,11 @@ def test_join_from_mid_clip_keeps_source_time_and_trims_audio(tmp_path):
     out = tmp_path / "out.mp4"
     join_segments(segs, out, audio_source=src, start_s=start_s, end_s=end_s)
     _, got = _read(out)
-    assert [f.pts for f in got] == [f.pts for f in frames]
+    assert [f.pts for f in got] == [f.pts - frames[0].pts for f in frames]  # no empty lead-in
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        starts = [float(p.pts * p.time_base) for p in c.demux(a) if p.pts is not None]
+    assert 0 <= starts[0] < 1024 / AUDIO_RATE  # in sync with the first frame within one audio frame
     assert abs(_audio_seconds(out) - (end_s - start_s)) <= 1024 / AUDIO_RATE
 
 
@@ -105,7 +109,7 @@ def test_odd_size_is_padded_to_even(tmp_path, caplog):
     img = rng.integers(0, 255, (201, 333, 3), dtype=np.uint8)
     out = tmp_path / "odd.mp4"
     with VideoWriter(out, width=333, height=201, time_base=Fraction(1, 30), rate=Fraction(30),
-                     preset="ultrafast") as w:
+                     encoding=Encoding(speed="ultrafast")) as w:
         for i in range(3):
             w.write(img, None if i else 0)
     assert "padding" in caplog.text
@@ -120,7 +124,7 @@ def test_writer_keyframe_interval_is_one_second(tmp_path):
     img = np.full((32, 48, 3), 128, np.uint8)
     out = tmp_path / "g.mp4"
     with VideoWriter(out, width=48, height=32, time_base=Fraction(1, 30), rate=Fraction(30),
-                     preset="ultrafast") as w:
+                     encoding=Encoding(speed="ultrafast")) as w:
         for i in range(70):
             w.write(img, i)
     with av.open(str(out)) as c:
@@ -134,10 +138,10 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
-from stages.encode import VideoWriter, join_segments
+from stages.encode import Encoding, VideoWriter, join_segments
 d = Path(sys.argv[1])
 with VideoWriter(d / "h.mp4", width=64, height=48, time_base=Fraction(1, 30), rate=Fraction(30),
-                 codec="hevc", preset="ultrafast") as w:
+                 encoding=Encoding(codec="hevc", speed="ultrafast")) as w:
     for i in range(4):
         w.write(np.full((48, 64, 3), 90, np.uint8), i)
 join_segments([d / "h.mp4"], d / "j.mp4", audio_source=None, start_s=0, end_s=1)
@@ -190,7 +194,7 @@ def test_pcm_audio_is_reencoded_to_aac(tmp_path):
     reader, frames = _read(src)
     seg = tmp_path / "seg.mp4"
     with VideoWriter(seg, width=48, height=32, time_base=Fraction(1, 30), rate=Fraction(30),
-                     preset="ultrafast") as w:
+                     encoding=Encoding(speed="ultrafast")) as w:
         for f in frames[10:25]:
             w.write(f.rgb, round(f.pts * reader.time_base * 30))
     out = tmp_path / "out.mp4"

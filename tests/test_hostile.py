@@ -24,7 +24,8 @@ from pipeline.runner import run_video
 from tests.conftest import CHELSEA, run_inprocess
 from tests.synth import make_clip
 
-FAST = ["dream.octaves=1", "dream.iterations=2", "temporal.iterations=1", "checkpoint.segment_frames=4"]
+FAST = ["dream.octaves=1", "dream.iterations=2", "temporal.iterations=1", "checkpoint.segment_frames=4",
+        "encode.gop=0.134"]  # 4-frame GOPs at 30 fps, so 4-frame segments
 FAST_CLI = [x for kv in FAST for x in ("--set", kv)]
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # every test renders, most in a subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ["--set", "dream.octaves=2", "--set", "dream.iterations=3", "--set", "temporal.iterations=2",
-            "--set", "checkpoint.segment_frames=5"]
+            "--set", "checkpoint.segment_frames=5", "--set", "encode.gop=0.167"]  # 5-frame GOPs at 30 fps
 
 
 def cmd(src: Path, dst: Path, *extra: str) -> list[str]:
