@@ -26,6 +26,7 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
               "ms per dream iteration + peak memory: models x sizes, frozen, tiled, amp, 4000x3000"),
     "video": ("bench.video_bench", "run", "decode → dream → encode frames per second"),
     "vr": ("bench.vr_bench", "run", "360° equirect: wrap cost per iteration, seam and pole report"),
+    "base": ("bench.base_bench", "run", "deepdream video against BENCH_BASE=<commit>, interleaved"),
 }
 
 # Whole-run wall-clock budgets (s): CPU-only machine / with CUDA (CUDA cases run first there).
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="wall-clock seconds for the whole run; cases that would not fit are skipped and "
                         "listed (default: 450 on CPU, 240 with --quick; 180 when CUDA is present)")
     p.add_argument("--json", metavar="PATH", help="write every measured number to PATH")
+    p.add_argument("--base", metavar="COMMIT", default=None,
+                   help="baseline commit for the `base` section (default: $BENCH_BASE; none: skipped)")
     return p.parse_args(argv)
 
 

@@ -77,6 +77,8 @@ class TemporalCfg:
     flow: Literal["dis", "farneback", "raft"] = _f("dis")
     blend: float = _f(0.9, lo=0.0, hi=1.0)
     iterations: int = _f(3, lo=0, hi=1000)
+    hold: float = _f(0.3, lo=0.0, hi=1.0)  # per step, pull new detail back to the carried dream where flow is reliable
+    steady: bool = _f(True)  # keep the dream's strength at its shot's first frame
     scene_cut: float = _f(SCENE_CUT_MIN_RELIABLE, lo=0.0, hi=1.0)
 
 

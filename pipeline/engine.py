@@ -76,9 +76,8 @@ class DreamEngine:
             torch.use_deterministic_algorithms(True, warn_only=True)
         t0 = time.perf_counter()
         net = zoo.build_model(cfg.model.name, cfg.model.weights)
-        self.net = net.to(self.device)
-        if self.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        # channels_last on the CPU too: oneDNN's depthwise and pointwise kernels prefer it.
+        self.net = net.to(self.device, memory_format=torch.channels_last)
         self.amp = D.amp_dtype_for(self.device)
         layers = resolve_layers(cfg)
         guide = {}
@@ -115,15 +114,20 @@ class DreamEngine:
         return torch.Generator(device="cpu").manual_seed(self.cfg.dream.seed + frame_index)
 
     def dream(self, rgb: np.ndarray, *, frame_index: int = 0, schedule: D.Schedule | None = None,
-              on_step=None) -> np.ndarray:
+              hold: np.ndarray | None = None, on_step=None) -> np.ndarray:
         """rgb: H×W×3 (uint8, or float32 0..255) or N×H×W×3 (a stereo pair) → float32 0..255, same shape.
 
         `schedule` defaults to the config's (flat frame); the render's plan passes the frame's own.
+        `hold`: H×W (or N×H×W) in 0..1, the temporal term of a continued frame (see `dream_octaves`).
         """
         batch = rgb.ndim == 4
         frames = rgb if batch else rgb[None]
         x = torch.cat([D.to_tensor(f, self.device) for f in frames])
+        keep = None
+        if hold is not None:
+            keep = torch.from_numpy(np.ascontiguousarray(hold, dtype=np.float32)).to(self.device)
+            keep = keep.reshape(x.shape[0], 1, *x.shape[2:])
         y = D.dream_octaves(x, self.net, self.objective, schedule or self.schedule, self.generator(frame_index),
-                            amp_dtype=self.amp, on_step=on_step)
+                            amp_dtype=self.amp, hold=keep, on_step=on_step)
         out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
         return out if batch else out[0]

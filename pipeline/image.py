@@ -38,7 +38,7 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
         bar.total = total
         bar.update(done - bar.n)
 
-    out = dream_frame(engine, plan, rgb, index=0, on_step=on_step)
+    out, _ = dream_frame(engine, plan, rgb, index=0, on_step=on_step)
     bar.close()
     write_still(dst, quantize(out), still.alpha)
     cfg_path = dst.with_name(dst.name + ".yaml")

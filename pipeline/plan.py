@@ -39,6 +39,8 @@ class DreamPlan:
     temporal: bool  # start each frame from the flow-warped previous dream
     blend: float
     warm_iterations: int  # per octave, for a frame that continues the temporal chain
+    hold: float  # per-step pull back to the carried dream where flow is reliable
+    steady: bool  # residual strength held at the shot's first frame
     scene_cut: float
     flow: str
 
@@ -48,7 +50,8 @@ class DreamPlan:
         t = cfg.temporal
         return cls(stereo=layout.stereo, equirect=equirect, wrap_x=equirect and cfg.spherical.wrap,
                    pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
-                   blend=t.blend, warm_iterations=t.iterations, scene_cut=t.scene_cut, flow=t.flow)
+                   blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
+                   scene_cut=t.scene_cut, flow=t.flow)
 
     def schedule(self, base: Schedule, *, warm: bool) -> Schedule:
         """The engine's base schedule specialised for this render's geometry and the frame's place."""

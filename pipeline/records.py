@@ -46,12 +46,15 @@ class TemporalState:
     next_index: int = 0
     prev_source: np.ndarray | None = None  # H×W×3 uint8
     prev_residual: np.ndarray | None = None  # H×W×3 float32, dreamed − source, unrounded
+    ref_strength: float | None = None  # mean squared residual of the shot's first frame (temporal.steady)
 
     def save(self, f) -> None:
         arrays = {"next_index": np.array(self.next_index, dtype=np.int64)}
         if self.prev_source is not None:
             arrays["prev_source"] = self.prev_source
             arrays["prev_residual"] = self.prev_residual
+        if self.ref_strength is not None:
+            arrays["ref_strength"] = np.array(self.ref_strength, dtype=np.float64)
         np.savez(f, **arrays)
 
     @classmethod
@@ -59,4 +62,5 @@ class TemporalState:
         with np.load(path) as z:
             src = z["prev_source"] if "prev_source" in z else None
             res = z["prev_residual"] if "prev_residual" in z else None
-            return cls(int(z["next_index"]), src, res)
+            ref = float(z["ref_strength"]) if "ref_strength" in z else None
+            return cls(int(z["next_index"]), src, res, ref)

@@ -143,8 +143,9 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
             if rec is END or threads.errors:
                 break
             t0 = time.perf_counter()
-            dreamed = dream_frame(engine, plan.dream, rec.source, index=rec.index, prev_residual=state.prev_residual,
-                                  motion=None if rec.cut else rec.motion)
+            dreamed, ref = dream_frame(engine, plan.dream, rec.source, index=rec.index,
+                                       prev_residual=state.prev_residual, motion=None if rec.cut else rec.motion,
+                                       ref_strength=state.ref_strength)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
             if log.isEnabledFor(logging.DEBUG):
@@ -152,7 +153,7 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
             if rec.cut:
                 stats.resets.append(rec.index)
                 log.info("frame %d: scene cut (%s); the dream starts fresh", rec.index, rec.cut)
-            state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32))
+            state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32), ref)
             seg = rec.index // seg_frames
             t0 = time.perf_counter()
             if seg >= committed or seg in p.redo:  # else: dreamed only to carry the chain to a damaged segment

@@ -18,20 +18,34 @@ def eyes(img: np.ndarray, stereo: str) -> list[np.ndarray]:
 
 def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                 prev_residual: np.ndarray | None = None, motion: Motion | None = None,
-                on_step=None) -> np.ndarray:
-    """Dream `source` (H×W×3 uint8) as frame `index` → float32 0..255, unrounded.
+                ref_strength: float | None = None, on_step=None) -> tuple[np.ndarray, float]:
+    """Dream `source` (H×W×3 uint8) as frame `index` → (float32 0..255 unrounded, reference strength).
 
     With `motion` and the previous frame's residual (dreamed − source) the frame continues the temporal
-    chain: it starts from S + blend·M·warp(R) and takes the plan's warm iterations; otherwise it starts
-    fresh from the source with the full schedule.
+    chain: it starts from S + blend·M·warp(R), takes the plan's warm iterations, and its new detail is
+    held back where the flow is reliable (temporal.hold). Otherwise it starts fresh from the source with
+    the full schedule, and its residual strength becomes the shot's reference, which later frames are
+    scaled to (temporal.steady): without it a carried dream swells (or fades) over a long shot.
     """
     warm = plan.temporal and motion is not None and prev_residual is not None
     src_eyes = eyes(source, plan.stereo)
+    hold = None
     if warm:
         inits = [temporal_init(s.astype(np.float32), r, b, m, blend=plan.blend, wrap_x=plan.wrap_x)
                  for s, r, (b, m) in zip(src_eyes, eyes(prev_residual, plan.stereo), motion)]
+        if plan.hold > 0:
+            hold = np.stack([np.float32(plan.hold) * m for _, m in motion])
     else:
         inits = src_eyes
     x = np.stack(inits) if plan.stereo != "mono" else inits[0]
-    out = engine.dream(x, frame_index=index, schedule=plan.schedule(engine.schedule, warm=warm), on_step=on_step)
-    return S.join_stereo(out[0], out[1], plan.stereo) if plan.stereo != "mono" else out
+    out = engine.dream(x, frame_index=index, schedule=plan.schedule(engine.schedule, warm=warm), hold=hold,
+                       on_step=on_step)
+    if plan.stereo != "mono":
+        out = S.join_stereo(out[0], out[1], plan.stereo)
+    residual = out - source.astype(np.float32)
+    strength = float(np.mean(np.square(residual, dtype=np.float64)))
+    if not warm or ref_strength is None or not plan.steady:
+        return out, strength
+    if strength > 0:
+        out = np.clip(source + residual * np.float32(np.sqrt(ref_strength / strength)), 0.0, 255.0)
+    return out, ref_strength

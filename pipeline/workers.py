@@ -6,6 +6,7 @@ exception in the shared `errors` list; the main thread re-raises it.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
@@ -22,6 +23,16 @@ from stages.flow import FlowEstimator
 from stages.warp import consistency_mask, is_scene_cut
 
 POLL_S = 0.2
+BACKGROUND_NICE = 5
+
+
+def background_priority() -> None:
+    """Lower this thread's priority (and that of threads it starts: x264's, OpenCV's): the dream on the
+    main thread is the render's critical path, and decode, flow and encode only need to keep ahead of it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: it only costs some speed
+        pass
 
 
 def offer(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
@@ -49,6 +60,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
             in_q: queue.Queue, stop: threading.Event, errors: list) -> None:
     """Decode frames [state.next_index, stop_index), then per eye: backward/forward flow, reliability mask and
     the scene-cut test."""
+    background_priority()
     try:
         dp = plan.dream
         est = FlowEstimator(dp.flow) if dp.temporal else None
@@ -80,6 +92,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
 
 def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
     """Encode frames into segment files; on a SegmentEnd, close the segment and checkpoint it."""
+    background_priority()
     writer, temp, seg_no = None, None, 0
     first_index = first_pts = None
     count, end_time = 0, 0.0

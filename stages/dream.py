@@ -218,9 +218,14 @@ def octave_sizes(h: int, w: int, octaves: int, scale: float, multiple: int = 1) 
 
 
 def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator, *,
-                  amp_dtype: torch.dtype | None = None,
+                  amp_dtype: torch.dtype | None = None, hold: torch.Tensor | None = None,
                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """google/deepdream's octave loop: dream the coarse scale, carry only the *detail* upward.
+
+    `hold` (N×1×H×W in 0..1) is the temporal term of a frame that continues a dream (Ruder et al.'s, in
+    ascent form): after every step the new detail shrinks by that share where the carried dream in
+    `img` is reliable, so it moves with the scene instead of being re-dreamed, while disoccluded pixels
+    (hold 0) dream freely.
 
     On equirect frames every octave's width is a multiple of WRAP_MULTIPLE: a stride-2 conv over an
     odd-width wrapped row would put its sampling grid out of step at the seam, and the seam shows.
@@ -228,13 +233,16 @@ def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: to
     h, w = img.shape[2], img.shape[3]
     sizes = octave_sizes(h, w, sch.octaves, sch.octave_scale, WRAP_MULTIPLE if sch.wrap_x else 1)
     bases = [resize(img, s, wrap_x=sch.wrap_x) for s in sizes]
+    holds = [resize(hold, s, wrap_x=sch.wrap_x) for s in sizes] if hold is not None else [None] * len(sizes)
     detail = torch.zeros_like(bases[-1])
     total, done = len(bases) * sch.iterations, 0
-    for base in reversed(bases):
+    for base, keep in zip(reversed(bases), reversed(holds)):
         detail = resize(detail, tuple(base.shape[-2:]), wrap_x=sch.wrap_x)
         x = (base + detail).clamp(0.0, 1.0)
         for _ in range(sch.iterations):
             x = ascent_step(x, net, obj, sch, gen, amp_dtype)
+            if keep is not None:
+                x = x - keep * (x - base)
             done += 1
             if on_step:
                 on_step(done, total)
@@ -260,7 +268,7 @@ def to_tensor(rgb, device) -> torch.Tensor:
     t = torch.from_numpy(np.array(rgb, dtype=np.float32))  # a copy: decoded frames may be read-only
     t = t.to(device)
     t = t.permute(2, 0, 1)[None] / 255.0
-    return t.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else t.contiguous()
+    return t.contiguous(memory_format=torch.channels_last)
 
 
 def to_array(t: torch.Tensor) -> np.ndarray:

@@ -47,8 +47,9 @@ def _check_flow(flow: np.ndarray, shape: tuple[int, ...], name: str = "flow") ->
         raise ValueError(f"{name} must be {shape[0]} x {shape[1]} x 2, got {flow.shape}")
 
 
-def warp(img: np.ndarray, flow: np.ndarray, *, wrap_x: bool = False) -> np.ndarray:
-    """Pull `img` through a backward map: out[y, x] = img at (x + flow_x, y + flow_y), bilinear.
+def warp(img: np.ndarray, flow: np.ndarray, *, wrap_x: bool = False, cubic: bool = False) -> np.ndarray:
+    """Pull `img` through a backward map: out[y, x] = img at (x + flow_x, y + flow_y), bilinear (bicubic
+    with `cubic`, which blurs less when the same content is warped again frame after frame).
 
     `img` is H x W or H x W x C, uint8 or float32 (other dtypes are converted to float32); the result
     has the same shape and dtype. Outside the frame the nearest edge pixel is used, except that with
@@ -63,16 +64,18 @@ def warp(img: np.ndarray, flow: np.ndarray, *, wrap_x: bool = False) -> np.ndarr
     map_y = gy + flow[..., 1].astype(np.float32)
     src = img
     if wrap_x:
-        # Fold x into [0, W] and append the first columns so that sampling between W-1 and W blends
-        # with column 0; cv2.BORDER_WRAP would also wrap vertically, which equirect must not do.
-        map_x = np.mod(map_x, np.float32(w))
-        src = wrap_pad_x(img, 0, 2)
+        # Fold x into [0, W] and append the first columns (a bicubic tap also reaches one back) so that
+        # sampling between W-1 and W blends with column 0; cv2.BORDER_WRAP would also wrap vertically,
+        # which equirect must not do.
+        map_x = np.mod(map_x, np.float32(w)) + np.float32(1)
+        src = wrap_pad_x(img, 1, 3)
+    interp = cv2.INTER_CUBIC if cubic else cv2.INTER_LINEAR
     squeeze = src.ndim == 2
     if squeeze:
         src = src[..., None]
     # cv2.remap handles at most 4 channels per call.
     chunks = [
-        cv2.remap(np.ascontiguousarray(src[..., c:c + 4]), map_x, map_y, cv2.INTER_LINEAR,
+        cv2.remap(np.ascontiguousarray(src[..., c:c + 4]), map_x, map_y, interp,
                   borderMode=cv2.BORDER_REPLICATE).reshape(h, w, -1)
         for c in range(0, src.shape[2], 4)
     ]
@@ -179,6 +182,7 @@ def temporal_init(source: np.ndarray, prev_residual: np.ndarray, backward: np.nd
         raise ValueError(f"residual {prev_residual.shape} does not match source {source.shape}")
     if mask.shape != source.shape[:2]:
         raise ValueError(f"mask {mask.shape} does not match source {source.shape}")
-    warped = warp(prev_residual.astype(np.float32, copy=False), backward, wrap_x=wrap_x)
+    # Bicubic: the residual is warped again every frame, and bilinear's blur would wash its detail out.
+    warped = warp(prev_residual.astype(np.float32, copy=False), backward, wrap_x=wrap_x, cubic=True)
     out = source.astype(np.float32) + np.float32(blend) * mask[..., None].astype(np.float32) * warped
     return np.clip(out, 0.0, 255.0, out=out)

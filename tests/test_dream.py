@@ -34,7 +34,7 @@ def cos_rel(a: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 
 def test_parameters_are_frozen(lite0, chelsea_tensor):
     params = list(lite0.parameters())
-    assert len(params) > 100
+    assert len(params) > 50  # conv weights and biases (batch norms are folded in)
     assert not any(p.requires_grad for p in params)
     assert not lite0.training
     x = chelsea_tensor(64, 64)

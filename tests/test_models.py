@@ -118,16 +118,23 @@ def test_torchvision_local_state_dict_loads(tmp_path):
     torch.save(sd, path)
     net = zoo.build_model("googlenet", weights=path)
     assert torch.equal(net.fc.weight, sd["fc.weight"])
-    stage = net.stages[net.stage_names.index("inception4c")]
-    got = {k.replace(".inner", ""): v for k, v in stage.state_dict().items()}
-    want = {k.removeprefix("inception4c."): v for k, v in sd.items() if k.startswith("inception4c.")}
-    assert got.keys() == want.keys()
-    assert all(torch.equal(got[k], want[k]) for k in want)
     assert all(not p.requires_grad for p in net.parameters())
+    # The folded, seam-wrapped network computes what torchvision's own modules with these weights compute.
+    import torchvision.models as tv
+
+    full, stages = zoo._TORCHVISION["googlenet"][0](tv)
+    full.load_state_dict(sd, strict=False)
+    full.eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        f = net.features(torch.rand(1, 3, 64, 64), ["inception4c"])["inception4c"]
+        f = net.features(x, ["inception4c"])["inception4c"]
+        h = (x - net.mean) / net.std
+        for name, stage in stages:
+            h = stage(h)
+            if name == "inception4c":
+                break
     assert f.shape == (1, 512, 4, 4)
-    assert torch.isfinite(f).all()
+    assert torch.allclose(f, h, rtol=1e-4, atol=1e-4 * h.abs().max().item())
 
 
 def test_wrapped_checkpoint_and_module_prefix_load(tmp_path):
@@ -176,13 +183,25 @@ def test_unknown_model_name():
 # --------------------------------------------------------------------------------------- seam padding
 
 
-def test_seamify_wraps_every_padded_conv(lite0):
+def test_seamify_wraps_every_padded_conv(lite0, chelsea_tensor):
     seams = [m for m in lite0.modules() if isinstance(m, SeamPad)]
     # stem + 16 depthwise convs; nothing padded is left unwrapped
     assert len(seams) == 17
+    inner = {id(m.inner) for m in seams}
     for m in lite0.modules():
-        if isinstance(m, torch.nn.Conv2d):
+        if isinstance(m, torch.nn.Conv2d) and id(m) not in inner:
             assert tuple(m.padding) == (0, 0)
+    # The wrap only ever swaps horizontal padding for columns from the other side.
+    with torch.no_grad():
+        lite0.features(chelsea_tensor(64, 32), ["block15"], wrap_x=True)
+        assert all(tuple(m.inner.padding)[1] == 0 for m in seams)
+        lite0.features(chelsea_tensor(64, 32), ["block15"], wrap_x=False)
+        assert all(tuple(m.inner.padding)[1] == m.pad_w for m in seams)
+
+
+def test_batch_norms_are_folded_into_the_convolutions(lite0):
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
+    assert sum(1 for m in lite0.modules() if isinstance(m, torch.nn.Conv2d)) == 1 + 16 * 2 + 15 + 1
 
 
 @pytest.mark.parametrize("layer, stride", [("stem", 2), ("block3", 8), ("block9", 16), ("block15", 32)])

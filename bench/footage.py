@@ -1,0 +1,81 @@
+"""Real footage with camera motion for the temporal benchmarks, made from the committed 360° clip.
+
+`sample_media/testRoom1_1920Mono.mp4` (Google, CC-BY 4.0) is a real room with moving people, shot from a
+fixed point. A virtual camera looking out of it with py360convert's e2p (a perspective view, as a
+headset shows one) that pans, tilts and zooms gives a flat clip with real camera motion: parallax-free,
+but with real texture, real moving objects and occlusions, and as long as the source (360 frames).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+from bench.common import REPO
+
+ROOM = REPO / "sample_media" / "testRoom1_1920Mono.mp4"
+
+
+def camera(i: int, n: int) -> tuple[float, float, float]:
+    """(yaw, pitch, fov) in degrees for frame i of n: a slow pan with a tilt and a zoom breathing on top."""
+    t = i / max(1, n - 1)
+    return (-60 + 150 * t + 8 * math.sin(6 * math.pi * t), 6 * math.sin(2 * math.pi * t),
+            75 + 10 * math.sin(3 * math.pi * t))
+
+
+def make_room_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int = 240) -> Path:
+    import av
+    import numpy as np
+    import py360convert
+
+    with av.open(str(ROOM)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        vin = inp.streams.video[0]
+        rate = Fraction(vin.average_rate or 30)
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "16", "preset": "veryfast"}
+        n = 0
+        for f in inp.decode(vin):
+            if n >= frames:
+                break
+            yaw, pitch, fov = camera(n, frames)
+            view = py360convert.e2p(f.to_ndarray(format="rgb24"), (fov, fov * height / width), yaw, pitch,
+                                    (height, width))
+            vf = av.VideoFrame.from_ndarray(np.clip(view, 0, 255).astype(np.uint8), format="rgb24")
+            vf.pts = n
+            out.mux(vs.encode(vf))
+            n += 1
+        out.mux(vs.encode(None))
+    return dst
+
+
+def make_photo_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int = 240,
+                   rate: Fraction = Fraction(30)) -> Path:
+    """A camera that pans, zooms and rolls over a real photograph (scikit-image's astronaut, public domain,
+    a dev dependency): real texture, smooth camera motion, one long shot."""
+    import av
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    ph, pw = photo.shape[:2]
+    with av.open(str(dst), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "16", "preset": "veryfast"}
+        for i in range(frames):
+            t = i / max(1, frames - 1)
+            zoom = 1.6 + 0.5 * math.sin(2 * math.pi * t)  # photo pixels per output pixel, inverted below
+            cx = pw * (0.3 + 0.4 * t)
+            cy = ph * (0.45 + 0.15 * math.sin(3 * math.pi * t))
+            angle = 10 * math.sin(2 * math.pi * t)
+            m = cv2.getRotationMatrix2D((cx, cy), angle, zoom / 2.2)
+            m[:, 2] += (width / 2 - cx, height / 2 - cy)
+            view = cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
+            vf.pts = i
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+    return dst
