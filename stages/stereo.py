@@ -49,6 +49,9 @@ FILL_PRIOR = 0.02
 # averaged over a ~3 px neighbourhood, below this = the filled disparity explains the right eye.
 PHOTO_SIGMA = 1.5
 PHOTO_MAX_ERR = 10.0
+PHOTO_SUBPIXEL = 0.5  # + this many pixels' worth of the row's colour gradient
+# How far along the row (pixels) a failed pixel looks for the near and far disparity of its neighbours.
+CANDIDATE_REACH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +95,44 @@ def disparity_from_flows(backward: np.ndarray, forward: np.ndarray, *, left: np.
     m = consistency_mask(b, f, wrap_x=wrap_x, sigma=sigma)
     if left is None or right is None:
         return Disparity(b, f, m)
+    left, right = np.asarray(left, dtype=np.float32), np.asarray(right, dtype=np.float32)
     fill = np.dstack([_normalized_blur(b[..., c], m, wrap_x) for c in range(2)])
     b = m[..., None] * b + (1.0 - m[..., None]) * fill
-    err = np.abs(warp(np.asarray(left, dtype=np.float32), b, wrap_x=wrap_x) - np.asarray(right, np.float32))
-    err = _blur(err.mean(axis=2), PHOTO_SIGMA, wrap_x)
-    matches = _blur((err < PHOTO_MAX_ERR).astype(np.float32), sigma, wrap_x)
+    err = _colour_error(left, right, b, wrap_x)
+    # Depth edges: the solver blurs disparity across them, so a failed pixel beside an object is often
+    # explained by the nearest or the farthest reliable disparity along its row (object or background).
+    failed = m < 0.5
+    reliable_x = np.where(failed, np.nan, b[..., 0])
+    for pick in (np.fmax, np.fmin):
+        cand = _row_extreme(reliable_x, pick, wrap_x)
+        usable = failed & np.isfinite(cand)
+        trial = b.copy()
+        trial[..., 0] = np.where(usable, cand, b[..., 0])
+        e = _colour_error(left, right, trial, wrap_x)
+        better = usable & (e < err)
+        b[better], err = trial[better], np.where(better, e, err)
+    # Tolerance: a flat level, plus half a pixel of misregistration along the row (a sub-pixel error at
+    # a high-contrast edge is a large colour error, not a wrong disparity).
+    grad = np.abs(cv2.Sobel(right.mean(axis=2), cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)) / 8
+    matches = _blur((err < PHOTO_MAX_ERR + PHOTO_SUBPIXEL * _blur(grad, PHOTO_SIGMA, wrap_x)).astype(np.float32),
+                    sigma, wrap_x)
     return Disparity(b, f, np.maximum(m, matches))
+
+
+def _colour_error(left: np.ndarray, right: np.ndarray, backward: np.ndarray, wrap_x: bool) -> np.ndarray:
+    """Mean |left(x + d) − right(x)| over channels, averaged over a few pixels around."""
+    return _blur(np.abs(warp(left, backward, wrap_x=wrap_x) - right).mean(axis=2), PHOTO_SIGMA, wrap_x)
+
+
+def _row_extreme(values: np.ndarray, pick, wrap_x: bool) -> np.ndarray:
+    """Running max (pick=np.fmax) or min (np.fmin) of the non-NaN values within ±CANDIDATE_REACH along each row."""
+    k = CANDIDATE_REACH
+    padded = wrap_pad_x(values, k) if wrap_x else np.pad(values, ((0, 0), (k, k)), constant_values=np.nan)
+    w = values.shape[1]
+    out = padded[:, :w].copy()
+    for off in range(1, 2 * k + 1):
+        out = pick(out, padded[:, off:off + w])
+    return out
 
 
 def _blur(a: np.ndarray, sigma: float, wrap_x: bool) -> np.ndarray:
