@@ -10,8 +10,9 @@ the left eye only; the right eye is
 then dreamed with a per-pixel step mask 1 − M (same seed), i.e. only where the transfer is unreliable:
 half-occluded strips beside near objects that the left eye cannot see, and wherever the disparity fails
 its left–right check. R_L = D_L − S_L is the left residual, d the disparity from the right eye to the
-left (the flow stage's backward map, `stages.flow` conventions), M its left–right consistency mask
-(`stages.warp.consistency_mask`: Ruder et al.'s round-trip, boundary and out-of-frame tests).
+left (the flow stage's backward map, `stages.flow` conventions), M its reliability: the left–right
+consistency mask (`stages.warp.consistency_mask`: Ruder et al.'s round-trip, boundary and out-of-frame
+tests), with ambiguous pixels (flat colour, blurred depth edges) rescued by a colour test.
 
 Cost: the masked ascent computes gradients only on crops around the unreliable pixels (plus context), so
 a stereo frame costs one eye's dream plus a small share of another (`dream_stereo` reports the share).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -79,13 +81,15 @@ def disparity_from_flows(backward: np.ndarray, forward: np.ndarray, *, left: np.
     noise shifts the carried dream up and down. Keep it (horizontal=False) for a badly rectified rig.
 
     Reliability starts as the left–right consistency mask (`stages.warp.consistency_mask`). With the
-    source eyes given, pixels that fail it are rescued where they are merely *ambiguous*: there the
-    disparity is replaced by a smooth fill from the reliable pixels around (decaying to 0, the pole
-    value, where nothing is reliable), and a pixel whose right-eye colour matches the left eye's at the
-    filled disparity counts as reliable. Without this, uniform regions (pole caps, plain walls, flat
-    objects), where a solver's flow is arbitrary and fails the round trip, would be dreamed afresh in
-    the right eye: rivalry exactly where a headset shows large calm areas. True half-occlusions fail the
-    colour test (the right eye sees background where the left sees the occluder) and stay unreliable.
+    source eyes given, pixels that fail it are rescued where they are merely *ambiguous*: each gets the
+    best-matching of three disparities (a smooth fill from the reliable pixels around, decaying to 0,
+    the pole value, where nothing is reliable; the nearest and the farthest reliable disparity within
+    CANDIDATE_REACH along its row, i.e. object or background at a blurred depth edge), and counts as
+    reliable when the left eye's colour there matches the right eye's. Without this, uniform regions (pole
+    caps, plain walls, flat objects), where a solver's flow is arbitrary and fails the round trip, would
+    be dreamed afresh in the right eye: rivalry exactly where a headset shows large calm areas. A true
+    half-occlusion fails the colour test unless the background it reveals looks like a neighbour's; then
+    carrying that neighbour's dream into it is harmless, since only one eye sees it.
     """
     b = np.array(backward, dtype=np.float32)
     f = np.array(forward, dtype=np.float32)
@@ -352,18 +356,23 @@ class StereoDream:
 def dream_stereo(left_source: np.ndarray, right_source: np.ndarray, disp: Disparity, net, obj: Objective,
                  sch: Schedule, seed: int, *, left_init: np.ndarray | None = None,
                  right_init: np.ndarray | None = None, device=None, amp_dtype: torch.dtype | None = None,
-                 crops: bool = True, margin: int = CROP_MARGIN, min_side: int = MIN_OCTAVE_SIDE) -> StereoDream:
+                 crops: bool = True, margin: int = CROP_MARGIN, min_side: int = MIN_OCTAVE_SIDE,
+                 on_step: Callable[[int, int], None] | None = None) -> StereoDream:
     """One stereo frame: dream the left eye, carry its residual into the right eye, dream the rest.
 
-    Per-frame inputs (all from the source frames, so the producer thread computes them ahead of the dream):
-    the source eyes (H×W×3 uint8), `disp` = `estimate_disparity(left, right)`, and on a frame that
-    continues the temporal chain `left_init` (and optionally `right_init`) = `temporal_init` of each eye
-    from the previous frame's residual and that eye's motion flow. `sch` is the frame's schedule (warm or
-    full); `seed` the frame's seed (config seed + frame index), used for both eyes.
+    Per-frame inputs: the source eyes (H×W×3 uint8) and `disp` = `estimate_disparity(left, right)`, both
+    from the source frame only, so the producer thread computes them ahead of the dream; on a frame that
+    continues the temporal chain, `left_init` and `right_init` = `stages.warp.temporal_init` of each eye
+    from the previous frame's residual of that eye and that eye's motion flow (without `right_init` the
+    right eye's re-dreamed strips restart from the source every frame: weaker under warm iterations, and
+    they flicker). `sch` is the frame's schedule (warm or full), `seed` the frame's seed (config seed +
+    frame index), used for both eyes. The caller keeps both eyes' residuals (D − S) as the temporal state,
+    exactly as for independent eyes: the right one is derived from the left each frame, so both stay
+    consistent. `on_step` reports the left eye's steps (the right eye's crops are a small extra).
     """
     device = device or torch.device("cpu")
     lx = to_tensor(left_init if left_init is not None else left_source, device)
-    left = to_array(dream_octaves(lx, net, obj, sch, _generator(seed), amp_dtype=amp_dtype))
+    left = to_array(dream_octaves(lx, net, obj, sch, _generator(seed), amp_dtype=amp_dtype, on_step=on_step))
     left_residual = left - np.asarray(left_source, dtype=np.float32)
     start, mask = right_eye_start(right_source, left_residual, disp, wrap_x=sch.wrap_x, right_init=right_init)
     right, cost = masked_dream(start, mask, net, obj, sch, seed, device=device, amp_dtype=amp_dtype, crops=crops,
