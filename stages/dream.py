@@ -188,8 +188,11 @@ def resize(x: torch.Tensor, size: tuple[int, int], *, wrap_x: bool = False) -> t
 
 
 def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator,
-                amp_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """One jittered, normalised gradient-ascent step, clamped to the valid range."""
+                amp_dtype: torch.dtype | None = None, step_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One jittered, normalised gradient-ascent step, clamped to the valid range.
+
+    `step_mask` (N or 1 × 1 × H × W, 0..1) gates the step per pixel; see `masked_step`.
+    """
     j = sch.jitter
     ox = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j else 0
     oy = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j and not sch.equirect else 0
@@ -200,7 +203,18 @@ def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.
     if sch.equirect and sch.pole_exponent:
         g = g * latitude_weight(x.shape[2], sch.pole_exponent, x.device)
     g = g / (g.abs().mean(dim=(1, 2, 3), keepdim=True) + EPS)
+    g = masked_step(g, step_mask)
     return (x + (sch.step_size / 255.0) * g).clamp_(0.0, 1.0)
+
+
+def masked_step(g: torch.Tensor, step_mask: torch.Tensor | None) -> torch.Tensor:
+    """Gate an already normalised step per pixel (stereo carry dreams only where a warp is unreliable).
+
+    The mask multiplies *after* the mean-|g| normalisation over the whole image: a pixel with mask 1
+    steps exactly as in an unmasked dream, whatever share of the image is masked off. Normalising by the
+    masked gradient instead (mean |g·m|) would blow the step up as the mask's support shrinks.
+    """
+    return g if step_mask is None else g * step_mask
 
 
 def octave_sizes(h: int, w: int, octaves: int, scale: float, multiple: int = 1) -> list[tuple[int, int]]:
@@ -219,6 +233,7 @@ def octave_sizes(h: int, w: int, octaves: int, scale: float, multiple: int = 1) 
 
 def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.Generator, *,
                   amp_dtype: torch.dtype | None = None, hold: torch.Tensor | None = None,
+                  step_mask: torch.Tensor | None = None,
                   on_step: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """google/deepdream's octave loop: dream the coarse scale, carry only the *detail* upward.
 
@@ -226,6 +241,9 @@ def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: to
     ascent form): after every step the new detail shrinks by that share where the carried dream in
     `img` is reliable, so it moves with the scene instead of being re-dreamed, while disoccluded pixels
     (hold 0) dream freely.
+
+    `step_mask` (N or 1 × 1 × H × W at the image's size, 0..1) is resized to each octave and gates every
+    step per pixel (`masked_step`): where it is 0 the input passes through unchanged.
 
     On equirect frames every octave's width is a multiple of WRAP_MULTIPLE: a stride-2 conv over an
     odd-width wrapped row would put its sampling grid out of step at the seam, and the seam shows.
@@ -239,8 +257,12 @@ def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: to
     for base, keep in zip(reversed(bases), reversed(holds)):
         detail = resize(detail, tuple(base.shape[-2:]), wrap_x=sch.wrap_x)
         x = (base + detail).clamp(0.0, 1.0)
+        # Area averaging, not the bilinear `resize`: two bilinear taps per output pixel would skip a
+        # strip a few pixels wide at the coarse octaves; the average keeps its weight.
+        mask = None if step_mask is None else \
+            torch.nn.functional.interpolate(step_mask.float(), size=tuple(base.shape[-2:]), mode="area")
         for _ in range(sch.iterations):
-            x = ascent_step(x, net, obj, sch, gen, amp_dtype)
+            x = ascent_step(x, net, obj, sch, gen, amp_dtype, step_mask=mask)
             if keep is not None:
                 x = x - keep * (x - base)
             done += 1
