@@ -83,7 +83,7 @@ def key_spec(key: str) -> KeySpec | None:
 @dataclass(frozen=True)
 class Keyframe:
     at: float
-    values: Mapping[str, int | float]  # dotted key → value, already type- and range-checked
+    set: Mapping[str, int | float]  # dotted key → value, type- and range-checked; named as in the YAML
     ease: str = "linear"
 
 
@@ -185,7 +185,7 @@ def require_soundtrack(react, has_audio: bool, input_name: str) -> None:
 
 
 def animated_keys(keyframes: Sequence[Keyframe], react=None) -> tuple[str, ...]:
-    keys = {k for kf in keyframes for k in kf.values}
+    keys = {k for kf in keyframes for k in kf.set}
     if react is not None and react.amount > 0:
         keys.add(react.param)
     return tuple(sorted(keys))
@@ -223,7 +223,7 @@ def _ease(kind: str, u: float) -> float:
 
 def track(keyframes: Sequence[Keyframe], key: str) -> list[tuple[float, float, str]]:
     """(at, value, ease) of the keyframes that set `key`, in time order."""
-    return [(kf.at, float(kf.values[key]), kf.ease) for kf in keyframes if key in kf.values]
+    return [(kf.at, float(kf.set[key]), kf.ease) for kf in keyframes if key in kf.set]
 
 
 def value_at(points: Sequence[tuple[float, float, str]], t: float, base: float) -> float:
