@@ -10,7 +10,8 @@ import pytest
 
 from stages import audio as A
 from stages.common import InputError
-from tests.synth import kick_times, kick_track, make_audio_file, make_clip, make_text_file
+from stages.decode import VideoReader
+from tests.synth import kick_times, kick_track, make_audio_file, make_clip, make_kick_clip, make_text_file
 
 FPS = Fraction(30)
 SECONDS = 6.0
@@ -154,6 +155,17 @@ def test_span_catches_a_peak_between_frame_times():
     np.testing.assert_allclose(env.at(times, 0.02), [1.0, 1.0, 0.0])  # [t, t + span] holds it, or not
     assert env.at([0.495], 0.0)[0] == pytest.approx(0.5)
     np.testing.assert_allclose(env.at([-1.0, 5.0], 0.1), [0.0, 0.0])  # outside the audio
+
+
+def test_kick_clip_soundtrack_lines_up_with_its_frames(tmp_path):
+    """`make_kick_clip` (the end-to-end react test's input): its own soundtrack, sampled at its frames'
+    pts × time_base, is high on the kick frames and low halfway between."""
+    with VideoReader(make_kick_clip(tmp_path / "kick.mp4", seconds=3.0)) as r:
+        pts, tb, has_audio = [f.pts for f in r], r.time_base, r.has_audio
+    assert has_audio and len(pts) == 90
+    v = A.envelope(tmp_path / "kick.mp4", "onset").at(A.frame_times(pts, tb), 1 / FPS)
+    on = [int(round(k * FPS)) for k in kick_times(3.0)[:-1]]
+    assert np.all(v[on] > 0.6) and np.all(v[on] > 2.0 * v[np.add(on, 7)]), (v[on], v[np.add(on, 7)])
 
 
 # ------------------------------------------------------------------------------------------- bad audio
