@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -262,6 +263,18 @@ class FrameTable:
 
     def row(self, i: int) -> dict[str, int | float]:
         return {k: self.values[k][i] for k in self.keys}
+
+    def row_at(self, t: float) -> dict[str, int | float]:
+        """The row of the frame at exactly `t` (both from `frame_times`, so equal floats): a frame the
+        decoder dropped shifts indices, never times. A time the table lacks raises KeyError."""
+        i = self._index.get(float(t))
+        if i is None:
+            raise KeyError(f"no frame at {t!r} s in the parameter table")
+        return self.row(i)
+
+    @functools.cached_property
+    def _index(self) -> dict[float, int]:
+        return {t: i for i, t in enumerate(self.times)}
 
     def to_json(self) -> str:
         """Canonical, compact JSON; Python's float repr round-trips exactly, so load(save(x)) == x."""

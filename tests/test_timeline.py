@@ -138,6 +138,9 @@ def test_table_json_round_trips_and_the_hash_sees_every_value():
     table = T.frame_values(tl, ReactCfg(amount=0.5), env, times, cfg=CFG)
     back = T.FrameTable.from_json(table.to_json())
     assert back == table and back.digest() == table.digest() and len(back) == 100
+    assert back.row_at(times[42]) == table.row(42)
+    with pytest.raises(KeyError):
+        back.row_at(times[42] + 1e-6)
     assert T.frame_values(tl, ReactCfg(amount=0.5), env, times, cfg=CFG).digest() == table.digest()
     bumped = env.copy()
     bumped[57] -= 1e-9  # one frame's envelope, a little
