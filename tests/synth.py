@@ -158,3 +158,76 @@ def truncate(path, keep_fraction: float) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])
     return path
+
+
+# ------------------------------------------------------------------------------------- music for react
+
+def kick_times(seconds: float, bpm: float = 120.0, offset: float = 0.2) -> np.ndarray:
+    """Onset times (s) of a kick on every beat: offset, offset + 60/bpm, ... before `seconds`."""
+    return np.arange(offset, seconds - 1e-9, 60.0 / bpm)
+
+
+def kick_track(seconds: float, bpm: float = 120.0, *, rate: int = AUDIO_RATE, offset: float = 0.2,
+               level: float = 0.8, bed: float = 0.02, seed: int = 0) -> np.ndarray:
+    """Mono float32 PCM: a kick drum on every beat over a quiet noise bed (so between-beat audio is not
+    digital silence). Each kick is a sine swept 150 → 50 Hz with a 60 ms decay, like an 808 kick."""
+    n = int(round(seconds * rate))
+    pcm = np.random.default_rng(seed).normal(0.0, bed, n) if bed else np.zeros(n)
+    t = np.arange(int(0.3 * rate)) / rate
+    freq = 50.0 + 100.0 * np.exp(-t / 0.03)
+    kick = level * np.exp(-t / 0.06) * np.sin(2 * np.pi * np.cumsum(freq) / rate)
+    for at in kick_times(seconds, bpm, offset):
+        i = int(round(at * rate))
+        m = min(len(kick), n - i)
+        pcm[i:i + m] += kick[:m]
+    return np.clip(pcm, -1.0, 1.0).astype(np.float32)
+
+
+def make_audio_file(path, pcm: np.ndarray, *, rate: int = AUDIO_RATE, start: float = 0.0) -> Path:
+    """Write mono float PCM as audio only: `.wav` as 16-bit PCM, anything else as AAC in MP4/M4A.
+    `start` (seconds) delays the first sample's timestamp, as an edit list does (WAV has no timestamps)."""
+    path = Path(path)
+    wav = path.suffix.lower() == ".wav"
+    with av.open(str(path), "w", format="wav" if wav else "mp4") as out:
+        stream = out.add_stream("pcm_s16le" if wav else "aac", rate=rate)
+        stream.layout = "mono"
+        chunk, first = 1024, int(round(start * rate))
+        for start_sample in range(0, len(pcm), chunk):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[None, start_sample:start_sample + chunk],
+                                                                    np.float32),
+                                               format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = first + start_sample
+            frame.time_base = Fraction(1, rate)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def make_kick_clip(path, *, seconds: float = 4.0, bpm: float = 120.0, offset: float = 0.2,
+                   rate: Fraction = Fraction(30, 1), width: int = 160, height: int = 96,
+                   motion: tuple[float, float] = (0.0, 0.0), seed: int = 0) -> Path:
+    """An MP4 (H.264 + AAC) of `make_clip`'s scene with `kick_track` as its soundtrack.
+
+    For the end-to-end reactive test: with the default 30 fps and 120 BPM, kicks land exactly on frames
+    offset·30 + 15k (`kick_times`), so beat frames and between-beat frames are known. The scene is still
+    by default, so the dream's strength changes only with the parameters.
+    """
+    path = Path(path)
+    rate = Fraction(rate)
+    frames = int(round(seconds * rate))
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.time_base = vs.time_base = 1 / rate
+        vs.options = {"crf": "18", "preset": "ultrafast"}
+        astream = out.add_stream("aac", rate=AUDIO_RATE)
+        astream.layout = "mono"
+        tex = scene_texture(height, width, seed)
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(scene_frame(tex, i, motion), format="rgb24")
+            frame.pts, frame.time_base = i, 1 / rate
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        _mux_tone(out, astream, kick_track(float(frames / rate), bpm, offset=offset, seed=seed))
+    return path
