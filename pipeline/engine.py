@@ -18,6 +18,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError, InputError
 from stages import dream as D
 from stages import zoo
+from stages.stereo import dream_stereo
 from stages.still import read_still, resize_max_side
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,27 @@ class DreamEngine:
         free, _ = torch.cuda.mem_get_info(self.device)
         return int(max(tile * tile, min(free * 0.5 / 1500, 32 * tile * tile)))
 
-    def generator(self, frame_index: int) -> torch.Generator:
+    def seed_for(self, frame_index: int) -> int:
         # Every frame's randomness comes from seed + index: a resumed render repeats it exactly.
-        return torch.Generator(device="cpu").manual_seed(self.cfg.dream.seed + frame_index)
+        return self.cfg.dream.seed + frame_index
+
+    def generator(self, frame_index: int) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed(self.seed_for(frame_index))
+
+    def _hold(self, hold: np.ndarray | None, n: int, shape) -> torch.Tensor | None:
+        if hold is None:
+            return None
+        keep = torch.from_numpy(np.ascontiguousarray(hold, dtype=np.float32)).to(self.device)
+        return keep.reshape(n, 1, *shape)
+
+    def dream_stereo(self, left: np.ndarray, right: np.ndarray, disparity, *, frame_index: int,
+                     schedule: D.Schedule, left_init: np.ndarray | None = None, right_init: np.ndarray | None = None,
+                     hold: np.ndarray | None = None, on_step=None):
+        """One dream for both eyes, carried from the left eye by disparity (`stages.stereo.dream_stereo`)."""
+        return dream_stereo(left, right, disparity, self.net, self.objective, schedule, self.seed_for(frame_index),
+                            left_init=left_init, right_init=right_init,
+                            left_hold=self._hold(hold, 1, left.shape[:2]), device=self.device, amp_dtype=self.amp,
+                            on_step=on_step)
 
     def dream(self, rgb: np.ndarray, *, frame_index: int = 0, schedule: D.Schedule | None = None,
               hold: np.ndarray | None = None, on_step=None) -> np.ndarray:
@@ -123,11 +142,7 @@ class DreamEngine:
         batch = rgb.ndim == 4
         frames = rgb if batch else rgb[None]
         x = torch.cat([D.to_tensor(f, self.device) for f in frames])
-        keep = None
-        if hold is not None:
-            keep = torch.from_numpy(np.ascontiguousarray(hold, dtype=np.float32)).to(self.device)
-            keep = keep.reshape(x.shape[0], 1, *x.shape[2:])
         y = D.dream_octaves(x, self.net, self.objective, schedule or self.schedule, self.generator(frame_index),
-                            amp_dtype=self.amp, hold=keep, on_step=on_step)
+                            amp_dtype=self.amp, hold=self._hold(hold, x.shape[0], x.shape[2:]), on_step=on_step)
         out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
         return out if batch else out[0]

@@ -32,7 +32,8 @@ HEVC_MIN_SIDE = 64
 class DreamPlan:
     """How every frame of one render is dreamed."""
 
-    stereo: str  # mono | top-bottom | left-right: eyes are split, dreamed as one batch, rejoined
+    stereo: str  # mono | top-bottom | left-right: eyes are split, dreamed, rejoined
+    stereo_carry: bool  # the left eye's dream is carried to the right one by disparity (else: one batch)
     equirect: bool  # 360° frame: yaw-only jitter, pole weighting
     wrap_x: bool  # equirect and spherical.wrap: convs, tiles, resize, flow, warp wrap across 0/360°
     pole_exponent: float  # step × cos(latitude)^k on equirect frames (0 on flat ones)
@@ -48,7 +49,8 @@ class DreamPlan:
     def resolve(cls, cfg: Config, layout: Layout) -> DreamPlan:
         equirect = layout.projection == "equirect"
         t = cfg.temporal
-        return cls(stereo=layout.stereo, equirect=equirect, wrap_x=equirect and cfg.spherical.wrap,
+        return cls(stereo=layout.stereo, stereo_carry=layout.stereo != "mono" and cfg.spherical.stereo == "carry",
+                   equirect=equirect, wrap_x=equirect and cfg.spherical.wrap,
                    pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
                    blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
                    scene_cut=t.scene_cut, flow=t.flow)

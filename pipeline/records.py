@@ -19,6 +19,7 @@ class FrameRecord:
     source: np.ndarray  # H×W×3 uint8 at dream size
     motion: list[tuple[np.ndarray, np.ndarray]] | None  # per eye: (backward flow to t−1, reliability mask)
     cut: str = ""  # why the temporal chain resets here ("" = no scene cut)
+    disparity: object = None  # stages.stereo.Disparity from the right eye to the left (stereo carry)
 
 
 @dataclass(slots=True)

@@ -145,7 +145,7 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
             t0 = time.perf_counter()
             dreamed, ref = dream_frame(engine, plan.dream, rec.source, index=rec.index,
                                        prev_residual=state.prev_residual, motion=None if rec.cut else rec.motion,
-                                       ref_strength=state.ref_strength)
+                                       ref_strength=state.ref_strength, disparity=rec.disparity)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
             if log.isEnabledFor(logging.DEBUG):

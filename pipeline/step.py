@@ -7,6 +7,8 @@ import numpy as np
 
 from pipeline.plan import DreamPlan
 from stages import spherical as S
+from stages.flow import FlowEstimator
+from stages.stereo import Disparity, estimate_disparity
 from stages.warp import temporal_init
 
 Motion = list[tuple[np.ndarray, np.ndarray]]  # per eye: (backward flow to t−1, reliability mask)
@@ -18,7 +20,8 @@ def eyes(img: np.ndarray, stereo: str) -> list[np.ndarray]:
 
 def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                 prev_residual: np.ndarray | None = None, motion: Motion | None = None,
-                ref_strength: float | None = None, on_step=None) -> tuple[np.ndarray, float]:
+                ref_strength: float | None = None, disparity: Disparity | None = None,
+                on_step=None) -> tuple[np.ndarray, float]:
     """Dream `source` (H×W×3 uint8) as frame `index` → (float32 0..255 unrounded, reference strength).
 
     With `motion` and the previous frame's residual (dreamed − source) the frame continues the temporal
@@ -26,22 +29,30 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
     held back where the flow is reliable (temporal.hold). Otherwise it starts fresh from the source with
     the full schedule, and its residual strength becomes the shot's reference, which later frames are
     scaled to (temporal.steady): without it a carried dream swells (or fades) over a long shot.
+    Stereo frames are dreamed once, in the left eye, and carried to the right by `disparity` (computed
+    here when the caller has none), or, with spherical.stereo = independent, as a batch of two.
     """
     warm = plan.temporal and motion is not None and prev_residual is not None
     src_eyes = eyes(source, plan.stereo)
-    hold = None
+    inits, hold = list(src_eyes), None
     if warm:
         inits = [temporal_init(s.astype(np.float32), r, b, m, blend=plan.blend, wrap_x=plan.wrap_x)
                  for s, r, (b, m) in zip(src_eyes, eyes(prev_residual, plan.stereo), motion)]
         if plan.hold > 0:
             hold = np.stack([np.float32(plan.hold) * m for _, m in motion])
+    sch = plan.schedule(engine.schedule, warm=warm)
+    if plan.stereo_carry:
+        if disparity is None:
+            disparity = estimate_disparity(FlowEstimator(plan.flow), *src_eyes, wrap_x=plan.wrap_x)
+        pair = engine.dream_stereo(*src_eyes, disparity, frame_index=index, schedule=sch, left_init=inits[0],
+                                   right_init=inits[1] if warm else None,
+                                   hold=hold[0] if hold is not None else None, on_step=on_step)
+        out = S.join_stereo(pair.left, pair.right, plan.stereo)
     else:
-        inits = src_eyes
-    x = np.stack(inits) if plan.stereo != "mono" else inits[0]
-    out = engine.dream(x, frame_index=index, schedule=plan.schedule(engine.schedule, warm=warm), hold=hold,
-                       on_step=on_step)
-    if plan.stereo != "mono":
-        out = S.join_stereo(out[0], out[1], plan.stereo)
+        x = np.stack(inits) if plan.stereo != "mono" else inits[0]
+        out = engine.dream(x, frame_index=index, schedule=sch, hold=hold, on_step=on_step)
+        if plan.stereo != "mono":
+            out = S.join_stereo(out[0], out[1], plan.stereo)
     residual = out - source.astype(np.float32)
     strength = float(np.mean(np.square(residual, dtype=np.float64)))
     if not warm or ref_strength is None or not plan.steady:

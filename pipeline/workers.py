@@ -20,6 +20,7 @@ from pipeline.step import eyes
 from stages.decode import VideoReader
 from stages.encode import VideoWriter
 from stages.flow import FlowEstimator
+from stages.stereo import estimate_disparity
 from stages.warp import consistency_mask, is_scene_cut
 
 POLL_S = 0.2
@@ -63,7 +64,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
     background_priority()
     try:
         dp = plan.dream
-        est = FlowEstimator(dp.flow) if dp.temporal else None
+        est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
         prev = state.prev_source
         with VideoReader(src, start=cfg.video.start, max_frames=cfg.video.max_frames, max_side=plan.max_side) as r:
             for fr in r:
@@ -73,8 +74,10 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
                     continue  # done in an earlier run; its result is in a segment and the state
                 if stop_index is not None and fr.index >= stop_index:
                     break
-                motion, cut = None, ""
-                if est is not None and prev is not None:
+                motion, cut, disparity = None, "", None
+                if dp.stereo_carry:
+                    disparity = estimate_disparity(est, *eyes(fr.rgb, dp.stereo), wrap_x=dp.wrap_x)
+                if dp.temporal and prev is not None:
                     motion = []
                     for pe, ce in zip(eyes(prev, dp.stereo), eyes(fr.rgb, dp.stereo)):
                         b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
@@ -82,7 +85,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
                     is_cut, reason = is_scene_cut(motion[0][1], eyes(prev, dp.stereo)[0], eyes(fr.rgb, dp.stereo)[0],
                                                   min_reliable=dp.scene_cut)
                     cut = reason if is_cut else ""
-                offer(in_q, FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, cut), stop.is_set)
+                offer(in_q, FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, cut, disparity), stop.is_set)
                 prev = fr.rgb
     except BaseException as e:  # re-raised by the main thread
         errors.append(e)

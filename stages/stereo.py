@@ -355,9 +355,9 @@ class StereoDream:
 
 def dream_stereo(left_source: np.ndarray, right_source: np.ndarray, disp: Disparity, net, obj: Objective,
                  sch: Schedule, seed: int, *, left_init: np.ndarray | None = None,
-                 right_init: np.ndarray | None = None, device=None, amp_dtype: torch.dtype | None = None,
-                 crops: bool = True, margin: int = CROP_MARGIN, min_side: int = MIN_OCTAVE_SIDE,
-                 on_step: Callable[[int, int], None] | None = None) -> StereoDream:
+                 right_init: np.ndarray | None = None, left_hold: torch.Tensor | None = None, device=None,
+                 amp_dtype: torch.dtype | None = None, crops: bool = True, margin: int = CROP_MARGIN,
+                 min_side: int = MIN_OCTAVE_SIDE, on_step: Callable[[int, int], None] | None = None) -> StereoDream:
     """One stereo frame: dream the left eye, carry its residual into the right eye, dream the rest.
 
     Per-frame inputs: the source eyes (H×W×3 uint8) and `disp` = `estimate_disparity(left, right)`, both
@@ -368,11 +368,13 @@ def dream_stereo(left_source: np.ndarray, right_source: np.ndarray, disp: Dispar
     they flicker). `sch` is the frame's schedule (warm or full), `seed` the frame's seed (config seed +
     frame index), used for both eyes. The caller keeps both eyes' residuals (D − S) as the temporal state,
     exactly as for independent eyes: the right one is derived from the left each frame, so both stay
-    consistent. `on_step` reports the left eye's steps (the right eye's crops are a small extra).
+    consistent. `left_hold` is the left eye's temporal term (`dream_octaves`' hold). `on_step` reports the
+    left eye's steps (the right eye's crops are a small extra).
     """
     device = device or torch.device("cpu")
     lx = to_tensor(left_init if left_init is not None else left_source, device)
-    left = to_array(dream_octaves(lx, net, obj, sch, _generator(seed), amp_dtype=amp_dtype, on_step=on_step))
+    left = to_array(dream_octaves(lx, net, obj, sch, _generator(seed), amp_dtype=amp_dtype, hold=left_hold,
+                                  on_step=on_step))
     left_residual = left - np.asarray(left_source, dtype=np.float32)
     start, mask = right_eye_start(right_source, left_residual, disp, wrap_x=sch.wrap_x, right_init=right_init)
     right, cost = masked_dream(start, mask, net, obj, sch, seed, device=device, amp_dtype=amp_dtype, crops=crops,
