@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-quick bench lint clean
+.PHONY: setup demo demo360 test test-quick bench lint clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/deepdream video sample_media/pan_cat.mp4 out/pan_cat_dream.mp4
-	@echo "demo: wrote out/pan_cat_dream.mp4 (config beside it: out/pan_cat_dream.mp4.yaml)"
+	$(BIN)/deepdream preview out/pan_cat_dream.mp4 out/pan_cat_dream_preview.png --source sample_media/pan_cat.mp4
+	@echo "demo: wrote out/pan_cat_dream.mp4 (config beside it: out/pan_cat_dream.mp4.yaml) and its preview out/pan_cat_dream_preview.png"
+
+# The committed 360° clip, Hallucination Machine style, at 768x384 (the first 2 s): a few minutes on 2 cores.
+demo360: $(STAMP)
+	mkdir -p out
+	$(BIN)/deepdream video sample_media/testRoom1_1920Mono.mp4 out/room360_dream.mp4 -c hallucination_vr \
+		--set input.max_side=768 --set video.max_frames=60
+	$(BIN)/deepdream preview out/room360_dream.mp4 out/room360_dream_preview.png --source sample_media/testRoom1_1920Mono.mp4
+	@echo "demo360: wrote out/room360_dream.mp4 (360° metadata, plays in a headset) and its look-around preview out/room360_dream_preview.png"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--projection", default="auto", choices=["auto", "flat", "equirect"],
                    help="equirect wraps the flow across the 0/360° seam")
 
+    s = sub.add_parser("preview", help="a look-around sheet of a result (six 90° views per eye for 360°, "
+                                       "a strip of frames for flat video) as PNG/JPEG/WebP")
+    s.add_argument("input", type=Path, help="a dreamed video or still (any video works)")
+    s.add_argument("output", type=Path)
+    s.add_argument("--source", type=Path, help="the original: its views go below the dream's")
+    s.add_argument("--at", type=float, help="seconds into the input (default: the middle frame)")
+    _config_args(s)
+
     s = sub.add_parser("layers", help="list a model's layers with channels and stride")
     s.add_argument("--model", default=None, help="model name (default: the preset's)")
     _config_args(s)
@@ -99,6 +107,15 @@ def _cmd_metrics(a) -> int:
     return EXIT_OK
 
 
+def _cmd_preview(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.preview import run_preview
+
+    run_preview(a.input, a.output, load_config(a.config, a.overrides), source=a.source, at=a.at)
+    print(a.output)
+    return EXIT_OK
+
+
 def _cmd_layers(a) -> int:
     from pipeline.config import load_config
     from pipeline.engine import resolve_layers
@@ -115,7 +132,7 @@ def _cmd_layers(a) -> int:
 
 
 COMMANDS = {"image": _cmd_image, "video": _cmd_video, "probe": _cmd_probe, "metrics": _cmd_metrics,
-            "layers": _cmd_layers}
+            "preview": _cmd_preview, "layers": _cmd_layers}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,7 +134,7 @@ class VideoReader:
         self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
-        self._origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
+        self.origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
         self.duration = _duration(self._container, stream)
         if start > 0:
             if self.duration is not None and start >= self.duration:
@@ -142,7 +142,7 @@ class VideoReader:
                 raise InputError(f"start {start:g} s is past the end of {self.path.name} "
                                  f"({self.duration:.3f} s)")
             self._first = None
-            target = self._origin + int(Fraction(start) / self.time_base)
+            target = self.origin + int(Fraction(start) / self.time_base)
             self._container.seek(target, stream=stream, backward=True, any_frame=False)
             self._frames = self._decode_frames()
         self.frames_estimate = self._estimate(stream)
@@ -202,7 +202,7 @@ class VideoReader:
                 exhausted = True
                 break
             if start_t > 0 and frame.pts is not None:
-                t = (frame.pts - self._origin) * self.time_base
+                t = (frame.pts - self.origin) * self.time_base
                 if t < start_t - Fraction(1, 1_000_000):
                     continue
             yield DecodedFrame(index, frame.pts, self.time_base, self._convert(frame))
