@@ -81,12 +81,27 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 @dataclass(frozen=True)
 class Pass:
     """One stretch of the frame loop: start from `state`, dream up to `stop_index` (None: to the end).
+
     Segments already committed are only dreamed (to carry the temporal chain), except those in `redo`,
-    which are encoded and committed again; new segments are always encoded."""
+    which are encoded and committed again; new segments are encoded. A scale-out chunk also limits what
+    it encodes to [encode_from, encode_until), keeps the residuals of the frames in `capture` (its
+    overlaps, cross-faded with the neighbouring chunk's) and restarts the chain at `resets`.
+    """
 
     state: TemporalState
     stop_index: int | None = None
     redo: frozenset[int] = frozenset()
+    encode_from: int = 0
+    encode_until: int | None = None
+    capture: tuple[tuple[int, int], ...] = ()
+    resets: frozenset[int] = frozenset()
+    seek: tuple[float, int] | None = None  # (seconds from the stream's start, index of that frame): jump there
+
+    def encodes(self, index: int) -> bool:
+        return self.encode_from <= index and (self.encode_until is None or index < self.encode_until)
+
+    def captures(self, index: int) -> bool:
+        return any(a <= index < b for a, b in self.capture)
 
 
 class RunDir:
@@ -179,8 +194,9 @@ class RunDir:
     def _drop_orphans(self) -> None:
         """Files no commit record names: written before a kill that came ahead of the manifest write, or
         the temp file of a killed finalize."""
-        known = {s["file"] for s in self.records}
-        states = {s["state"]["file"] for s in self.records if s.get("state")}
+        recs = [r for r in self.records if r]
+        known = {s["file"] for s in recs}
+        states = {s["state"]["file"] for s in recs if s.get("state")}
         for d, keep in ((self.seg_dir, known), (self.state_dir, states)):
             for p in d.iterdir():
                 if p.name not in keep:
@@ -188,6 +204,8 @@ class RunDir:
         for p in self.path.iterdir():
             if p.is_file() and p.name not in ("manifest.json", "lock"):
                 p.unlink()
+            elif p.is_dir() and p.name not in ("segments", "states", "overlaps"):
+                shutil.rmtree(p, ignore_errors=True)
         # Temp files beside OUTPUT from an older version's finalize, which nothing else can own: the lock
         # says no other render of this output runs.
         for p in self.output.parent.glob(f".{self.output.name}.*.part.mp4"):
@@ -204,8 +222,16 @@ class RunDir:
 
     @property
     def frames_done(self) -> int:
-        r = self.records
-        return r[-1]["first_index"] + r[-1]["frames"] if r else 0
+        """Frames in the unbroken run of committed segments from the start."""
+        done = 0
+        for r in self.records:
+            if not r:
+                break
+            done = r["first_index"] + r["frames"]
+        return done
+
+    def committed(self, number: int) -> bool:
+        return number < len(self.records) and self.records[number] is not None
 
     def _segment_ok(self, rec: dict) -> str:
         p = self.seg_dir / rec["file"]
@@ -281,7 +307,7 @@ class RunDir:
             self.manifest["milestone_every"] *= 2
 
     def commit_segment(self, number: int, temp: Path, *, first_index: int, frames: int, first_pts: int | None,
-                       end_time: float, state: TemporalState) -> None:
+                       end_time: float, state: TemporalState | None) -> None:
         """Publish a closed segment: segment file, then its state, then the manifest record naming both."""
         final = self.seg_dir / f"{number:06d}.mp4"
         publish(temp, final)
@@ -290,19 +316,16 @@ class RunDir:
         recs = self.records
         last = max(number, len(recs) - 1)
         self._update_spacing(last)
-        if self._keep_state(number, last):
+        if state is not None and self._keep_state(number, last):
             sp = self.state_dir / f"{number:06d}.npz"
             write_atomic(sp, state.save)
             rec["state"] = {"file": sp.name, "size": sp.stat().st_size, "sha256": sha256_file(sp)}
-        if number < len(recs):
-            recs[number] = rec  # a repaired segment
-        else:
-            if number != len(recs):
-                raise RuntimeError(f"segment {number} committed after {len(recs)} records")
-            recs.append(rec)
+        if number >= len(recs):  # scale-out chunks commit out of order: the gap waits for its chunk
+            recs.extend([None] * (number + 1 - len(recs)))
+        recs[number] = rec  # a new segment, or a repaired one
         dropped = []
         for i, r in enumerate(recs):
-            if r.get("state") and not self._keep_state(i, last):
+            if r and r.get("state") and not self._keep_state(i, last):
                 dropped.append(r["state"]["file"])
                 r["state"] = None
         self.manifest["frames_done"] = self.frames_done  # for people reading the manifest
@@ -312,6 +335,9 @@ class RunDir:
         log.debug("segment %s committed (%d frames, %d done)", final.name, frames, self.frames_done)
 
     def segment_paths(self) -> list[Path]:
+        missing = [i for i, s in enumerate(self.records) if not s]
+        if missing:
+            raise RuntimeError(f"segments {missing[:5]} were never committed")
         return [self.seg_dir / s["file"] for s in self.records]
 
     def temp_output(self) -> Path:

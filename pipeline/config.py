@@ -98,6 +98,17 @@ class EncodeCfg:
 
 
 @dataclass(frozen=True)
+class ScaleCfg:
+    backend: Literal["none", "ray"] = _f("none")
+    workers: int | None = _f(None, lo=1, hi=4096)  # None: one per GPU in the cluster, else 1
+    address: str | None = _f(None)  # None: a local Ray for this render; "auto" or "ray://head:10001": a cluster
+    gpus_per_worker: float | None = _f(None, lo=0.0, hi=64.0)  # None: 1 where the cluster has GPUs, else 0
+    cpus_per_worker: int = _f(1, lo=1, hi=1024)  # also each worker's torch threads
+    chunk_seconds: float = _f(10.0, lo=0.0, hi=86400.0, lo_open=True)
+    warmup_frames: int = _f(30, lo=0, hi=100000)  # a chunk inside a shot starts this early; rounded up to segments
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelCfg = field(default_factory=ModelCfg)
     dream: DreamCfg = field(default_factory=DreamCfg)
@@ -109,6 +120,7 @@ class Config:
     temporal: TemporalCfg = field(default_factory=TemporalCfg)
     checkpoint: CheckpointCfg = field(default_factory=CheckpointCfg)
     encode: EncodeCfg = field(default_factory=EncodeCfg)
+    scale: ScaleCfg = field(default_factory=ScaleCfg)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -265,6 +277,15 @@ def to_dict(cfg: Any) -> Any:
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# Where a render runs, not what it makes: changing these never invalidates a resume.
+RESOURCE_KEYS = ("scale.workers", "scale.address", "scale.gpus_per_worker", "scale.cpus_per_worker")
+
+
+def render_hash(cfg: Config) -> str:
+    """The hash a run directory is keyed by: everything that changes the output's bytes."""
+    return config_hash(cfg, exclude=RESOURCE_KEYS if cfg.scale.backend != "none" else ("scale",))
 
 
 def config_hash(cfg: Config, *, exclude: typing.Sequence[str] = ()) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.checkpoint import Pass, RunDir
-from pipeline.config import Config, config_hash, dump_yaml, to_dict
+from pipeline.config import Config, dump_yaml, render_hash, to_dict
 from pipeline.engine import DreamEngine, check_config
 from pipeline.errors import InputError
 from pipeline.plan import VideoPlan, check_video_output, plan_video
@@ -55,6 +55,10 @@ class RunStats:
 
 def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
               on_frame: OnFrame | None = None) -> RunStats:
+    if cfg.scale.backend == "ray":
+        from pipeline.scale import run_scaled
+
+        return run_scaled(src, dst, cfg, restart=restart)
     t_start = time.perf_counter()
     check_video_output(src, dst)
     check_config(cfg)
@@ -62,14 +66,14 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
         FlowEstimator("raft")  # fails now, with the fix in the message, if RAFT weights are absent
     plan = plan_video(src, cfg)
     engine = DreamEngine(cfg)  # weights and guide are checked here, before anything is written
-    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=config_hash(cfg),
+    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
     try:
         for p in run.resume_passes():
-            _render(src, cfg, plan, run, engine, p, stats, on_frame)
+            render_pass(src, cfg, plan, run, engine, p, stats, on_frame)
         t0 = time.perf_counter()
-        _finalize(src, dst, cfg, plan, run)
+        finalize(src, dst, cfg, plan, run)
         stats.finalize_s = time.perf_counter() - t0
     except BaseException:
         if not run.records:  # failed before its first segment: leave nothing behind
@@ -94,14 +98,13 @@ def _log_checksums(rec: FrameRecord, state: TemporalState, dreamed: np.ndarray) 
 class _Threads:
     """The decode/flow producer and the encode/checkpoint consumer around the main thread's dream."""
 
-    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, run: RunDir, p: Pass) -> None:
+    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, sink, p: Pass) -> None:
         self.in_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.out_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.stop, self.errors = threading.Event(), []
-        self.producer = threading.Thread(target=produce, args=(src, cfg, plan, p.state, p.stop_index, self.in_q,
-                                                               self.stop, self.errors), name="decode+flow",
-                                         daemon=True)
-        self.consumer = threading.Thread(target=consume, args=(run, plan, self.out_q, self.stop, self.errors),
+        self.producer = threading.Thread(target=produce, args=(src, cfg, plan, p, self.in_q, self.stop, self.errors),
+                                         name="decode+flow", daemon=True)
+        self.consumer = threading.Thread(target=consume, args=(sink, plan, self.out_q, self.stop, self.errors),
                                          name="encode", daemon=True)
         self.producer.start()
         self.consumer.start()
@@ -120,17 +123,19 @@ class _Threads:
         self.producer.join(timeout=10)
 
 
-def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamEngine, p: Pass, stats: RunStats,
-            on_frame: OnFrame | None) -> None:
-    """One pass of the frame loop (see `checkpoint.Pass`)."""
+def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngine, p: Pass, stats: RunStats,
+                on_frame: OnFrame | None = None) -> dict[int, np.ndarray]:
+    """One pass of the frame loop (see `checkpoint.Pass`). Segments go to `sink` (a RunDir, or a scale-out
+    chunk's collector: `segment_temp`, `commit_segment`, `committed`); returns the captured residuals
+    (frame index → int16 H×W×3, dreamed − source rounded) of the frames in `p.capture`."""
     state = p.state
+    captured: dict[int, np.ndarray] = {}
     if p.stop_index is None and plan.frames_estimate is not None and state.next_index >= plan.frames_estimate:
-        return
-    if state.next_index and p.stop_index is None:
-        log.info("resuming at frame %d (%d segments on disk)", state.next_index, len(run.records))
-    committed = len(run.records)
+        return captured
+    if state.next_index and p.stop_index is None and not p.resets:
+        log.info("resuming at frame %d (%d segments on disk)", state.next_index, len(sink.records))
     seg_frames = plan.segment_frames
-    threads = _Threads(src, cfg, plan, run, p)
+    threads = _Threads(src, cfg, plan, sink, p)
     frame_s = float(1 / plan.rate)
     bar = tqdm(total=plan.frames_estimate, initial=state.next_index, unit="frame", desc="dream", disable=None,
                dynamic_ncols=True)
@@ -143,8 +148,9 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
             if rec is END or threads.errors:
                 break
             t0 = time.perf_counter()
+            fresh = rec.cut or rec.index in p.resets
             dreamed, ref = dream_frame(engine, plan.dream, rec.source, index=rec.index,
-                                       prev_residual=state.prev_residual, motion=None if rec.cut else rec.motion,
+                                       prev_residual=state.prev_residual, motion=None if fresh else rec.motion,
                                        ref_strength=state.ref_strength, disparity=rec.disparity)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
@@ -156,13 +162,16 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
             state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32), ref)
             seg = rec.index // seg_frames
             t0 = time.perf_counter()
-            if seg >= committed or seg in p.redo:  # else: dreamed only to carry the chain to a damaged segment
+            # A committed segment is dreamed only to carry the chain to a damaged one.
+            if p.encodes(rec.index) and (not sink.committed(seg) or seg in p.redo):
                 end_time = float(rec.pts * rec.time_base) + frame_s if rec.pts is not None else 0.0
                 threads.send(DreamedFrame(rec.index, rec.pts, quantize(dreamed), end_time))
                 pending = True
                 if state.next_index % seg_frames == 0:
                     threads.send(SegmentEnd(state))
                     pending = False
+            elif p.captures(rec.index):
+                captured[rec.index] = np.rint(state.prev_residual).astype(np.int16)
             stats.wait_output_s += time.perf_counter() - t0
             stats.frames += 1
             bar.update(1)
@@ -178,9 +187,10 @@ def _render(src: Path, cfg: Config, plan: VideoPlan, run: RunDir, engine: DreamE
         threads.finish()
     if threads.errors:
         raise threads.errors[0]
+    return captured
 
 
-def _finalize(src: Path, dst: Path, cfg: Config, plan: VideoPlan, run: RunDir) -> None:
+def finalize(src: Path, dst: Path, cfg: Config, plan: VideoPlan, run: RunDir) -> None:
     """Join segments (no re-encode), mux the audio, tag 360° metadata, then one atomic rename."""
     segs = run.records
     if not segs:

@@ -12,10 +12,10 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from pipeline.checkpoint import RunDir
+from pipeline.checkpoint import Pass
 from pipeline.config import Config
 from pipeline.plan import VideoPlan
-from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd, TemporalState
+from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd
 from pipeline.step import eyes
 from stages.decode import VideoReader
 from stages.encode import VideoWriter
@@ -57,19 +57,22 @@ def take(q: queue.Queue, give_up: Callable[[], bool]):
                 return END
 
 
-def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_index: int | None,
-            in_q: queue.Queue, stop: threading.Event, errors: list) -> None:
-    """Decode frames [state.next_index, stop_index), then per eye: backward/forward flow, reliability mask and
-    the scene-cut test."""
+def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue, stop: threading.Event,
+            errors: list) -> None:
+    """Decode frames [p.state.next_index, p.stop_index), then per eye: backward/forward flow, reliability mask
+    and the scene-cut test."""
     background_priority()
     try:
-        dp = plan.dream
+        dp, state, stop_index = plan.dream, p.state, p.stop_index
         est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
         prev = state.prev_source
-        with VideoReader(src, start=cfg.video.start, max_frames=cfg.video.max_frames, max_side=plan.max_side) as r:
+        start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
+        limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
+        with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
             for fr in r:
                 if stop.is_set():
                     return
+                fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
                 if stop_index is not None and fr.index >= stop_index:
@@ -93,8 +96,9 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, state: TemporalState, stop_
         offer(in_q, END, stop.is_set)
 
 
-def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
-    """Encode frames into segment files; on a SegmentEnd, close the segment and checkpoint it."""
+def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
+    """Encode frames into segment files; on a SegmentEnd, close the segment and commit it to `sink` (the run
+    directory, or a scale-out chunk's collector)."""
     background_priority()
     writer, temp, seg_no = None, None, 0
     first_index = first_pts = None
@@ -107,7 +111,7 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
             if isinstance(item, DreamedFrame):
                 if writer is None:
                     seg_no = item.index // plan.segment_frames
-                    temp = run.segment_temp(seg_no)
+                    temp = sink.segment_temp(seg_no)
                     writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
                                          rate=plan.rate, encoding=plan.enc.encoding, faststart=False)
                     first_index, first_pts, count = item.index, item.pts, 0
@@ -117,7 +121,7 @@ def consume(run: RunDir, plan: VideoPlan, out_q: queue.Queue, stop: threading.Ev
             elif isinstance(item, SegmentEnd) and writer is not None:
                 writer.close()
                 writer = None
-                run.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
+                sink.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
                                    end_time=end_time, state=item.state)
     except BaseException as e:
         errors.append(e)

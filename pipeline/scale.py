@@ -1,0 +1,268 @@
+"""`scale.backend: ray`: one render as chunks on a Ray cluster, joined as if one process had rendered it.
+
+    survey (driver) → chunks → Ray actors, each with the model loaded, render chunks → segments and overlap
+    residuals back to the driver → the driver commits them, cross-fades each overlap into its segments,
+    and finalizes (join, audio, 360° tags) exactly as a one-process render.
+
+Chunks are deterministic (every frame seeded by its index), so a chunk Ray retries after a worker died
+gives the same bytes; the driver owns the run directory, so a killed driver resumes from the chunks it
+committed. Chunk planning: `pipeline/chunks.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.checkpoint import Pass, RunDir
+from pipeline.chunks import Chunk, Survey, crossfade, plan_chunks, survey
+from pipeline.config import Config, build, render_hash, to_dict
+from pipeline.engine import DreamEngine, check_config
+from pipeline.errors import InputError
+from pipeline.plan import VideoPlan, check_video_output, plan_video
+from pipeline.records import TemporalState
+from pipeline.runner import RunStats, finalize, render_pass
+from stages.common import write_atomic
+from stages.decode import VideoReader
+from stages.dream import quantize
+from stages.encode import VideoWriter
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise InputError("scale.backend=ray needs Ray: pip install 'deepdream-video[ray]' (or pip install ray)") \
+            from e
+    return ray
+
+
+class ChunkSink:
+    """Where a worker's render pass puts its segments: a temp dir, read back into bytes for the driver."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="deepdream-chunk-"))
+        self.records: list = []
+        self.segments: list[tuple[int, bytes, dict]] = []
+
+    def segment_temp(self, number: int) -> Path:
+        return self.dir / f"{number:06d}.mp4"
+
+    def committed(self, number: int) -> bool:
+        return False
+
+    def commit_segment(self, number: int, temp: Path, *, state, **meta) -> None:
+        self.segments.append((number, temp.read_bytes(), meta))
+        temp.unlink()
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ChunkWorker:
+    """A Ray actor's body: the model stays loaded, chunks come one at a time."""
+
+    def __init__(self, src: str, cfg: dict, plan: VideoPlan, times: tuple[float, ...], threads: int) -> None:
+        import cv2
+        import torch
+
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+        self.src, self.cfg, self.plan, self.times = Path(src), build(Config, cfg, ""), plan, times
+        self.engine = DreamEngine(self.cfg)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def render(self, chunk: Chunk, progress) -> dict:
+        p = Pass(TemporalState(chunk.warm_start), chunk.end, encode_from=chunk.start,
+                 encode_until=chunk.encode_until, capture=chunk.capture, resets=frozenset(chunk.resets),
+                 seek=(self.times[chunk.warm_start], chunk.warm_start))
+        sink, stats = ChunkSink(), RunStats()
+
+        def on_frame(index: int, _: float) -> None:
+            if progress is not None and ((index - chunk.warm_start) % 5 == 4 or index + 1 == chunk.end):
+                progress.set.remote(chunk.number, index + 1 - chunk.warm_start)
+
+        try:
+            captured = render_pass(self.src, self.cfg, self.plan, sink, self.engine, p, stats, on_frame)
+            return {"segments": sink.segments, "captured": captured, "frames": stats.frames,
+                    "dream_s": stats.dream_s}
+        finally:
+            sink.close()
+
+
+class Progress:
+    """Frames done per chunk (a retried chunk counts from 0 again; the bar shows the maximum)."""
+
+    def __init__(self) -> None:
+        self.done: dict[int, int] = {}
+
+    def set(self, chunk: int, frames: int) -> None:
+        self.done[chunk] = max(frames, self.done.get(chunk, 0))
+
+    def total(self) -> int:
+        return sum(self.done.values())
+
+
+def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> RunStats:
+    t_start = time.perf_counter()
+    check_video_output(src, dst)
+    check_config(cfg)
+    ray = import_ray()
+    plan = plan_video(src, cfg)
+    DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
+    sv = survey(src, start=cfg.video.start, max_frames=cfg.video.max_frames, scene_cut=cfg.temporal.scene_cut)
+    chunks = plan_chunks(len(sv.times), sv.cuts, segment=plan.segment_frames,
+                         target=round(cfg.scale.chunk_seconds * float(plan.rate)), warmup=cfg.scale.warmup_frames)
+    log.info("%d frames in %d chunks (%d scene cuts); overlaps of %d frames", len(sv.times), len(chunks),
+             len(sv.cuts), max((c.head_overlap for c in chunks), default=0))
+    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
+                      stream=plan.stream_info(), restart=restart)
+    stats = RunStats()
+    try:
+        (run.path / "overlaps").mkdir(exist_ok=True)
+        todo = [c for c in chunks if not _chunk_done(run, c)]
+        if len(todo) < len(chunks):
+            log.info("resuming: %d of %d chunks already committed", len(chunks) - len(todo), len(chunks))
+        if todo:
+            _render_chunks(ray, src, cfg, plan, sv, chunks, todo, run, stats)
+        for c in chunks:
+            _compose(src, plan, sv, chunks, c, run)
+        t0 = time.perf_counter()
+        finalize(src, dst, cfg, plan, run)
+        stats.finalize_s = time.perf_counter() - t0
+    except BaseException:
+        if not any(run.records):
+            run.remove()
+        raise
+    finally:
+        run.close()
+    stats.wall_s = time.perf_counter() - t_start
+    log.info("wrote %s: %d frames dreamed on Ray in %.1f s (%.2f fps)", dst, stats.frames, stats.wall_s,
+             len(sv.times) / max(stats.wall_s, 1e-9))
+    return stats
+
+
+def _segments(a: int, b: int, segment: int) -> range:
+    return range(a // segment, -(-b // segment))
+
+
+def _overlap_file(run: RunDir, kind: str, chunk: int) -> Path:
+    return run.path / "overlaps" / f"{kind}_{chunk:05d}.npz"
+
+
+def _chunk_done(run: RunDir, c: Chunk) -> bool:
+    seg = run.manifest["stream"]["segment_frames"]
+    if not all(run.committed(s) for s in _segments(c.start, c.encode_until, seg)):
+        return False
+    for kind, (a, b) in (("head", (c.start - c.head_overlap, c.start)), ("tail", (c.encode_until, c.end))):
+        if b > a and not all(run.committed(s) for s in _segments(a, b, seg)) \
+                and not _overlap_file(run, kind, c.number).is_file():
+            return False
+    return True
+
+
+def _workers(ray, cfg: Config) -> tuple[int, float]:
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    per = cfg.scale.gpus_per_worker if cfg.scale.gpus_per_worker is not None else (1.0 if gpus else 0.0)
+    n = cfg.scale.workers or (max(1, int(gpus // per)) if per else 1)
+    return n, per
+
+
+def _render_chunks(ray, src: Path, cfg: Config, plan: VideoPlan, sv: Survey, chunks: list[Chunk],
+                   todo: list[Chunk], run: RunDir, stats: RunStats) -> None:
+    cpw = cfg.scale.cpus_per_worker
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": cfg.scale.address} if cfg.scale.address else \
+            {"num_cpus": (cfg.scale.workers or 1) * cpw, "include_dashboard": False}
+        ray.init(log_to_driver=False, configure_logging=False, **kw)
+    try:
+        n, gpw = _workers(ray, cfg)
+        # No runtime_env: setting one up costs each actor minutes; threads are set in the actor instead.
+        actor = ray.remote(ChunkWorker).options(num_cpus=cpw, num_gpus=gpw, max_restarts=-1, max_task_retries=-1)
+        progress = ray.remote(Progress).options(num_cpus=0).remote()
+        workers = [actor.remote(str(src.resolve()), to_dict(cfg), plan, sv.times, cpw)
+                   for _ in range(min(n, len(todo)))]
+        log.info("%d Ray workers (%d CPU, %g GPU each)", len(workers), cpw, gpw)
+        queue, running = list(todo), {}
+        total = sum(c.frames for c in todo)
+        bar = tqdm(total=total, unit="frame", desc="dream", disable=None, dynamic_ncols=True)
+        try:
+            for w in workers:
+                if queue:
+                    c = queue.pop(0)
+                    running[w.render.remote(c, progress)] = (w, c)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+                bar.update(min(total, ray.get(progress.total.remote())) - bar.n)
+                for ref in ready:
+                    w, c = running.pop(ref)
+                    _ingest(run, c, ray.get(ref), stats)
+                    _compose(src, plan, sv, chunks, c, run)
+                    if queue:
+                        nxt = queue.pop(0)
+                        running[w.render.remote(nxt, progress)] = (w, nxt)
+        finally:
+            bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ingest(run: RunDir, c: Chunk, result: dict, stats: RunStats) -> None:
+    for number, data, meta in result["segments"]:
+        temp = run.segment_temp(number)
+        temp.write_bytes(data)
+        run.commit_segment(number, temp, state=None, **meta)
+    captured = result["captured"]
+    for kind, (a, b) in (("head", (c.start - c.head_overlap, c.start)), ("tail", (c.encode_until, c.end))):
+        if b > a:
+            arrays = {"index": np.arange(a, b), "residual": np.stack([captured[i] for i in range(a, b)])}
+            write_atomic(_overlap_file(run, kind, c.number), lambda f, arrays=arrays: np.savez(f, **arrays))
+    stats.frames += result["frames"]
+    stats.dream_s += result["dream_s"]
+
+
+def _compose(src: Path, plan: VideoPlan, sv: Survey, chunks: list[Chunk], c: Chunk, run: RunDir) -> None:
+    """Cross-fade the overlap at chunk c's start, once both sides are in, into its segments."""
+    a, b = c.start - c.head_overlap, c.start
+    seg = plan.segment_frames
+    if b <= a or all(run.committed(s) for s in _segments(a, b, seg)):
+        return
+    files = _overlap_file(run, "tail", c.number - 1), _overlap_file(run, "head", c.number)
+    if not all(f.is_file() for f in files):
+        return
+    with np.load(files[0]) as t, np.load(files[1]) as h:
+        tail, head = t["residual"], h["residual"]
+    n = b - a
+    writer = first = None
+    frame_s = float(1 / plan.rate)
+    with VideoReader(src, start=sv.times[a], max_frames=n, max_side=plan.max_side) as r:
+        for i, fr in enumerate(r):
+            index = a + i
+            if writer is None:
+                temp, first, count = run.segment_temp(index // seg), fr, 0
+                writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
+                                     rate=plan.rate, encoding=plan.enc.encoding, faststart=False)
+            dreamed = fr.rgb.astype(np.float32) + crossfade(tail[i], head[i], i, n)
+            writer.write(quantize(dreamed), fr.pts)
+            count += 1
+            if (index + 1) % seg == 0 or i + 1 == n:
+                writer.close()
+                writer = None
+                end = float(fr.pts * fr.time_base) + frame_s if fr.pts is not None else 0.0
+                run.commit_segment(index // seg, temp, first_index=first.index + a, frames=count,
+                                   first_pts=first.pts, end_time=end, state=None)
