@@ -130,7 +130,7 @@ class RunDir:
             run = cls(output, manifest, lock_fd)
             run.seg_dir.mkdir(exist_ok=True)
             run.state_dir.mkdir(exist_ok=True)
-            run._write_manifest()
+            run.write_manifest()
             run._drop_orphans()
         except BaseException:
             os.close(lock_fd)
@@ -202,7 +202,7 @@ class RunDir:
                 if p.name not in keep:
                     p.unlink()
         for p in self.path.iterdir():
-            if p.is_file() and p.name not in ("manifest.json", "lock"):
+            if p.is_file() and p.name not in ("manifest.json", "lock", "params.json"):
                 p.unlink()
             elif p.is_dir() and p.name not in ("segments", "states", "overlaps"):
                 shutil.rmtree(p, ignore_errors=True)
@@ -211,7 +211,7 @@ class RunDir:
         for p in self.output.parent.glob(f".{self.output.name}.*.part.mp4"):
             p.unlink(missing_ok=True)
 
-    def _write_manifest(self) -> None:
+    def write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
         write_atomic(self.path / "manifest.json", lambda f: f.write(text))
 
@@ -329,7 +329,7 @@ class RunDir:
                 dropped.append(r["state"]["file"])
                 r["state"] = None
         self.manifest["frames_done"] = self.frames_done  # for people reading the manifest
-        self._write_manifest()
+        self.write_manifest()
         for name in dropped:  # only once no record names them
             (self.state_dir / name).unlink(missing_ok=True)
         log.debug("segment %s committed (%d frames, %d done)", final.name, frames, self.frames_done)

@@ -98,6 +98,16 @@ class EncodeCfg:
 
 
 @dataclass(frozen=True)
+class ReactCfg:
+    param: str = _f("dream.step_size")  # a numeric dream/temporal key or dream.layers.NAME
+    amount: float = _f(0.0, lo=0.0, hi=10.0)  # value × (1 + amount × envelope); 0 = off
+    feature: Literal["onset", "rms", "beat"] = _f("onset")
+    attack: float = _f(0.01, lo=0.0, hi=5.0)  # seconds
+    release: float = _f(0.2, lo=0.0, hi=10.0)  # seconds
+    audio: str | None = _f(None)  # an audio file; None: the input's own soundtrack
+
+
+@dataclass(frozen=True)
 class ScaleCfg:
     backend: Literal["none", "ray"] = _f("none")
     workers: int | None = _f(None, lo=1, hi=4096)  # None: one per GPU in the cluster, else 1
@@ -121,6 +131,8 @@ class Config:
     checkpoint: CheckpointCfg = field(default_factory=CheckpointCfg)
     encode: EncodeCfg = field(default_factory=EncodeCfg)
     scale: ScaleCfg = field(default_factory=ScaleCfg)
+    timeline: tuple = field(default=(), metadata={"doc": "keyframes {at, set, ease}: pipeline/timeline.py"})
+    react: ReactCfg = field(default_factory=ReactCfg)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -181,10 +193,20 @@ def load_config(config: str | None = "default", overrides: typing.Sequence[str] 
         for k in reversed(keys[:-1]):
             patch = {k: patch}
         raw = _merge(raw, patch)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict) -> Config:
+    """A config from its mapping form (a preset, a file, `to_dict`), every key checked."""
+    from pipeline.timeline import validate_react, validate_timeline  # it builds on this module
+
+    raw = dict(raw)
+    timeline = raw.pop("timeline", None)
     cfg = build(Config, raw, "")
     if 0 < cfg.dream.tile < MIN_TILE:
         raise ConfigError(f"dream.tile: must be 0 (never tile) or >= {MIN_TILE}, got {cfg.dream.tile}")
-    return cfg
+    validate_react(cfg.react, cfg)
+    return dataclasses.replace(cfg, timeline=validate_timeline(timeline, cfg))
 
 
 def build(cls, data: Any, prefix: str):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.config import Config
+from pipeline.config import Config, to_dict
 from pipeline.errors import ConfigError, InputError
+from pipeline.timeline import animated_layers, validate_react, validate_timeline
 from stages import dream as D
 from stages import zoo
 from stages.stereo import dream_stereo
@@ -57,6 +59,9 @@ def check_config(cfg: Config) -> None:
         bad = [c for c in chans if not 0 <= c < table[name].channels]
         if bad:
             raise ConfigError(f"dream.channels.{name}: channel {bad[0]} out of range 0..{table[name].channels - 1}")
+    names = list(table)
+    validate_timeline(to_dict(list(cfg.timeline)), cfg, layer_names=names)  # layer keys, now the model is known
+    validate_react(cfg.react, cfg, layer_names=names)
     if cfg.model.weights and not Path(cfg.model.weights).is_file():
         raise ConfigError(f"model.weights: no such file: {cfg.model.weights}")
     if cfg.dream.guide and not Path(cfg.dream.guide).is_file():
@@ -90,7 +95,10 @@ class DreamEngine:
             g = D.to_tensor(resize_max_side(still.rgb, 224), self.device)
             guide = D.guide_features(g, self.net, list(layers))
         channels = {k: tuple(v) for k, v in (cfg.dream.channels or {}).items()}
-        self.objective = D.Objective(layers, channels, guide)
+        # Layers a timeline or the react param animates are in the objective from the start (weight 0 until
+        # animated): the network then runs as deep as the deepest of them on every frame.
+        animated = {name: 0.0 for name in animated_layers(cfg.timeline, cfg.react) if name not in layers}
+        self.objective = D.Objective({**layers, **animated}, channels, guide)
         d = cfg.dream
         self.schedule = D.Schedule(octaves=d.octaves, octave_scale=d.octave_scale, iterations=d.iterations,
                                    step_size=d.step_size, jitter=d.jitter, tile=d.tile,
@@ -117,6 +125,12 @@ class DreamEngine:
     def generator(self, frame_index: int) -> torch.Generator:
         return torch.Generator(device="cpu").manual_seed(self.seed_for(frame_index))
 
+    def objective_for(self, weights: dict[str, float] | None) -> D.Objective:
+        """The objective with a frame's animated layer weights."""
+        if not weights:
+            return self.objective
+        return replace(self.objective, layers={**self.objective.layers, **weights})
+
     def _hold(self, hold: np.ndarray | None, n: int, shape) -> torch.Tensor | None:
         if hold is None:
             return None
@@ -125,24 +139,27 @@ class DreamEngine:
 
     def dream_stereo(self, left: np.ndarray, right: np.ndarray, disparity, *, frame_index: int,
                      schedule: D.Schedule, left_init: np.ndarray | None = None, right_init: np.ndarray | None = None,
-                     hold: np.ndarray | None = None, on_step=None):
+                     hold: np.ndarray | None = None, weights: dict[str, float] | None = None, on_step=None):
         """One dream for both eyes, carried from the left eye by disparity (`stages.stereo.dream_stereo`)."""
-        return dream_stereo(left, right, disparity, self.net, self.objective, schedule, self.seed_for(frame_index),
+        return dream_stereo(left, right, disparity, self.net, self.objective_for(weights), schedule,
+                            self.seed_for(frame_index),
                             left_init=left_init, right_init=right_init,
                             left_hold=self._hold(hold, 1, left.shape[:2]), device=self.device, amp_dtype=self.amp,
                             on_step=on_step)
 
     def dream(self, rgb: np.ndarray, *, frame_index: int = 0, schedule: D.Schedule | None = None,
-              hold: np.ndarray | None = None, on_step=None) -> np.ndarray:
+              hold: np.ndarray | None = None, weights: dict[str, float] | None = None, on_step=None) -> np.ndarray:
         """rgb: H×W×3 (uint8, or float32 0..255) or N×H×W×3 (a stereo pair) → float32 0..255, same shape.
 
         `schedule` defaults to the config's (flat frame); the render's plan passes the frame's own.
         `hold`: H×W (or N×H×W) in 0..1, the temporal term of a continued frame (see `dream_octaves`).
+        `weights`: this frame's animated layer weights (a timeline or the react param).
         """
         batch = rgb.ndim == 4
         frames = rgb if batch else rgb[None]
         x = torch.cat([D.to_tensor(f, self.device) for f in frames])
-        y = D.dream_octaves(x, self.net, self.objective, schedule or self.schedule, self.generator(frame_index),
+        y = D.dream_octaves(x, self.net, self.objective_for(weights), schedule or self.schedule,
+                            self.generator(frame_index),
                             amp_dtype=self.amp, hold=self._hold(hold, x.shape[0], x.shape[2:]), on_step=on_step)
         out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
         return out if batch else out[0]

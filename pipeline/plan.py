@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.engine import resolve_layers
 from pipeline.errors import InputError
 from pipeline.layout import Layout, resolve_layout
+from pipeline.music import plan_table
 from pipeline.presets import EncodePlan, encode_plan, fit_max_side
+from pipeline.timeline import FrameTable
 from stages import spherical as S
 from stages.decode import VideoReader, fit_size
 from stages.dream import Schedule
@@ -76,6 +79,8 @@ class VideoPlan:
     frames_estimate: int | None
     enc: EncodePlan
     segment_frames: int  # frames per checkpoint segment: a whole number of GOPs
+    origin: int = 0  # the stream's start pts: a frame's time is (pts − origin) × time_base
+    params: FrameTable | None = None  # per-frame values of animated parameters (timeline, react)
 
     def stream_info(self) -> dict:
         return {"width": self.width, "height": self.height, "time_base": str(self.time_base),
@@ -96,6 +101,7 @@ def plan_video(src: Path, cfg: Config) -> VideoPlan:
         first = next(iter(r)).rgb
         side = (r.side_projection, r.side_stereo)
         src_w, src_h, rate, tb, has_audio = r.source_width, r.source_height, r.rate, r.time_base, r.has_audio
+        origin = r.origin
     layout = resolve_layout(cfg, first, side_projection=side[0], side_stereo=side[1])
     rate = rate or Fraction(30)
     enc = encode_plan(cfg, rate, layout.stereo)
@@ -115,8 +121,9 @@ def plan_video(src: Path, cfg: Config) -> VideoPlan:
         # libx265 in PyAV's wheel corrupts the heap on some frames smaller than its 64-pixel blocks.
         raise InputError(f"HEVC output needs frames of at least {HEVC_MIN_SIDE}x{HEVC_MIN_SIDE}, got {w}x{h}; "
                          "use encode.codec=h264 (and encode.preset=none)")
+    table = plan_table(src, cfg, has_audio=has_audio, rate=rate, layers=resolve_layers(cfg))
     return VideoPlan(layout, DreamPlan.resolve(cfg, layout), max_side, w, h, tb, rate, has_audio, est, enc,
-                     segment_frames(cfg.checkpoint.segment_frames, enc.encoding.gop))
+                     segment_frames(cfg.checkpoint.segment_frames, enc.encoding.gop), origin, table)
 
 
 def segment_frames(wanted: int, gop: int) -> int:

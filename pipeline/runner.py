@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +26,7 @@ from pipeline.checkpoint import Pass, RunDir
 from pipeline.config import Config, dump_yaml, render_hash, to_dict
 from pipeline.engine import DreamEngine, check_config
 from pipeline.errors import InputError
+from pipeline.music import TABLE_FILE, row_for, stored_table, table_json
 from pipeline.plan import VideoPlan, check_video_output, plan_video
 from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd, TemporalState
 from pipeline.step import dream_frame
@@ -70,6 +71,7 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
     try:
+        plan = keep_params(run, plan)
         for p in run.resume_passes():
             render_pass(src, cfg, plan, run, engine, p, stats, on_frame)
         t0 = time.perf_counter()
@@ -85,6 +87,16 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     log.info("wrote %s: %d frames rendered in %.1f s (%.2f fps), %d temporal resets", dst, stats.frames,
              stats.wall_s, stats.frames / max(stats.wall_s, 1e-9), len(stats.resets))
     return stats
+
+
+def keep_params(run: RunDir, plan: VideoPlan) -> VideoPlan:
+    """The parameter table a resumed render started with, or this one, stored in the run dir now."""
+    table = stored_table(run.path, run.manifest, plan.params)
+    if table is not None and run.manifest.get("params") != table.digest():
+        write_atomic(run.path / TABLE_FILE, lambda f: f.write(table_json(table)))
+        run.manifest["params"] = table.digest()
+        run.write_manifest()
+    return replace(plan, params=table)
 
 
 def _log_checksums(rec: FrameRecord, state: TemporalState, dreamed: np.ndarray) -> None:
@@ -149,9 +161,11 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
                 break
             t0 = time.perf_counter()
             fresh = rec.cut or rec.index in p.resets
+            row = row_for(plan.params, float((rec.pts - plan.origin) * rec.time_base)) if rec.pts is not None \
+                else None
             dreamed, ref = dream_frame(engine, plan.dream, rec.source, index=rec.index,
                                        prev_residual=state.prev_residual, motion=None if fresh else rec.motion,
-                                       ref_strength=state.ref_strength, disparity=rec.disparity)
+                                       ref_strength=state.ref_strength, disparity=rec.disparity, params=row)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
             if log.isEnabledFor(logging.DEBUG):

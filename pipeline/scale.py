@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import Pass, RunDir
 from pipeline.chunks import Chunk, Survey, crossfade, plan_chunks, survey
-from pipeline.config import Config, build, render_hash, to_dict
+from pipeline.config import Config, from_dict, render_hash, to_dict
 from pipeline.engine import DreamEngine, check_config
 from pipeline.errors import InputError
 from pipeline.plan import VideoPlan, check_video_output, plan_video
 from pipeline.records import TemporalState
-from pipeline.runner import RunStats, finalize, render_pass
+from pipeline.runner import RunStats, finalize, keep_params, render_pass
 from stages.common import write_atomic
 from stages.decode import VideoReader
 from stages.dream import quantize
@@ -79,7 +79,7 @@ class ChunkWorker:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        self.src, self.cfg, self.plan, self.times = Path(src), build(Config, cfg, ""), plan, times
+        self.src, self.cfg, self.plan, self.times = Path(src), from_dict(cfg), plan, times
         self.engine = DreamEngine(self.cfg)
 
     def pid(self) -> int:
@@ -132,6 +132,7 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
     try:
+        plan = keep_params(run, plan)
         (run.path / "overlaps").mkdir(exist_ok=True)
         todo = [c for c in chunks if not _chunk_done(run, c)]
         if len(todo) < len(chunks):

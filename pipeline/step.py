@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.music import apply_row, drive
 from pipeline.plan import DreamPlan
 from stages import spherical as S
 from stages.flow import FlowEstimator
@@ -21,7 +22,7 @@ def eyes(img: np.ndarray, stereo: str) -> list[np.ndarray]:
 def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                 prev_residual: np.ndarray | None = None, motion: Motion | None = None,
                 ref_strength: float | None = None, disparity: Disparity | None = None,
-                on_step=None) -> tuple[np.ndarray, float]:
+                params: dict | None = None, on_step=None) -> tuple[np.ndarray, float]:
     """Dream `source` (H×W×3 uint8) as frame `index` → (float32 0..255 unrounded, reference strength).
 
     With `motion` and the previous frame's residual (dreamed − source) the frame continues the temporal
@@ -31,7 +32,10 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
     scaled to (temporal.steady): without it a carried dream swells (or fades) over a long shot.
     Stereo frames are dreamed once, in the left eye, and carried to the right by `disparity` (computed
     here when the caller has none), or, with spherical.stereo = independent, as a batch of two.
+    `params`: the frame's row of the render's parameter table (timeline, react). The reference strength
+    is kept per unit of `drive`, so an animated step size still moves the strength of a held dream.
     """
+    plan, base, weights = apply_row(plan, engine.schedule, params)
     warm = plan.temporal and motion is not None and prev_residual is not None
     src_eyes = eyes(source, plan.stereo)
     inits, hold = list(src_eyes), None
@@ -40,23 +44,25 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                  for s, r, (b, m) in zip(src_eyes, eyes(prev_residual, plan.stereo), motion)]
         if plan.hold > 0:
             hold = np.stack([np.float32(plan.hold) * m for _, m in motion])
-    sch = plan.schedule(engine.schedule, warm=warm)
+    sch = plan.schedule(base, warm=warm)
     if plan.stereo_carry:
         if disparity is None:
             disparity = estimate_disparity(FlowEstimator(plan.flow), *src_eyes, wrap_x=plan.wrap_x)
         pair = engine.dream_stereo(*src_eyes, disparity, frame_index=index, schedule=sch, left_init=inits[0],
                                    right_init=inits[1] if warm else None,
-                                   hold=hold[0] if hold is not None else None, on_step=on_step)
+                                   hold=hold[0] if hold is not None else None, weights=weights,
+                                   on_step=on_step)
         out = S.join_stereo(pair.left, pair.right, plan.stereo)
     else:
         x = np.stack(inits) if plan.stereo != "mono" else inits[0]
-        out = engine.dream(x, frame_index=index, schedule=sch, hold=hold, on_step=on_step)
+        out = engine.dream(x, frame_index=index, schedule=sch, hold=hold, weights=weights, on_step=on_step)
         if plan.stereo != "mono":
             out = S.join_stereo(out[0], out[1], plan.stereo)
     residual = out - source.astype(np.float32)
     strength = float(np.mean(np.square(residual, dtype=np.float64)))
+    unit = drive(base) ** 2  # the cold schedule's drive, warm or not: the same for every frame of a static render
     if not warm or ref_strength is None or not plan.steady:
-        return out, strength
+        return out, strength / unit
     if strength > 0:
-        out = np.clip(source + residual * np.float32(np.sqrt(ref_strength / strength)), 0.0, 255.0)
+        out = np.clip(source + residual * np.float32(np.sqrt(ref_strength * unit / strength)), 0.0, 255.0)
     return out, ref_strength

@@ -40,7 +40,8 @@ from pipeline.errors import ConfigError
 EASES = ("linear", "smooth", "step")
 LAYER_PREFIX = "dream.layers."
 NOT_ANIMATED = {"dream.seed": "the seed picks the noise, not the look",
-                "dream.tile": "tiling changes memory use, not the look"}
+                "dream.tile": "tiling changes memory use, not the look",
+                "temporal.scene_cut": "the cut test runs on the source, ahead of the dream"}
 TABLE_VERSION = 1
 
 

@@ -232,6 +232,27 @@ class VideoReader:
             self.close()
 
 
+def scan_times(path, *, start: float = 0.0, max_frames: int | None = None) -> tuple[list[int], Fraction, int]:
+    """(pts, time_base, origin) of the frames `VideoReader(path, start=, max_frames=)` yields, read from the
+    packets alone (no decoding): what a per-frame parameter table needs before the render. A stream
+    whose packets carry no pts is decoded instead."""
+    with VideoReader(path) as r:
+        origin, tb = r.origin, r.time_base  # as the reader counts them
+    container = _open(_check_path(path))
+    try:
+        pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+    except av.FFmpegError:
+        pts = [None]  # a damaged file: decode it as the render will
+    finally:
+        container.close()
+    if not pts or any(p is None for p in pts):
+        with VideoReader(path) as r:
+            pts = [f.pts for f in r]
+    pts.sort()
+    keep = [p for p in pts if (p - origin) * tb >= Fraction(start) - Fraction(1, 1_000_000)]
+    return (keep if max_frames is None else keep[:max_frames]), tb, origin
+
+
 def _duration(container, stream) -> float | None:
     if stream.duration is not None and stream.time_base:
         return float(stream.duration * stream.time_base)
@@ -261,4 +282,4 @@ def probe(path) -> dict:
         }
 
 
-__all__ = ["DecodedFrame", "VideoReader", "fit_size", "probe"]
+__all__ = ["DecodedFrame", "VideoReader", "fit_size", "probe", "scan_times"]

@@ -179,6 +179,7 @@ def test_bad_input_with_ray_is_one_line_and_writes_nothing(tmp_path, capfd):
     assert set(tmp_path.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_ray_missing_names_the_extra(tmp_path):
     src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=2, audio=False)
     code = ("import sys; sys.modules['ray'] = None; from pipeline.cli import main; "

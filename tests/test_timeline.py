@@ -4,28 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
-from typing import Literal
 
 import numpy as np
 import pytest
 
 from pipeline import timeline as T
-from pipeline.config import Config, ConfigError, DreamCfg, _f, build, to_dict
+from pipeline.config import Config, ConfigError, DreamCfg, ReactCfg, build, to_dict
 from stages.audio import frame_times
-
-
-# The `ReactCfg` that pipeline/config.py is to gain (see pipeline/timeline.py); spelled out here until then.
-@dataclass(frozen=True)
-class ReactCfg:
-    param: str = _f("dream.step_size")
-    amount: float = _f(0.0, lo=0.0, hi=10.0)
-    feature: Literal["onset", "rms", "beat"] = _f("onset")
-    attack: float = _f(0.01, lo=0.0, hi=5.0)
-    release: float = _f(0.2, lo=0.0, hi=10.0)
-    audio: str | None = _f(None)
-
 
 CFG = Config(dream=DreamCfg(step_size=1.5, iterations=10))
 OFF = ReactCfg()
