@@ -104,21 +104,42 @@ def _wrap_x(projection: str, reader: VideoReader, first_rgb: np.ndarray) -> bool
     return ok
 
 
+def _render_config(dreamed: Path):
+    """The resolved config beside a render (OUTPUT.yaml), or None."""
+    sidecar = dreamed.with_name(dreamed.name + ".yaml")
+    if not sidecar.is_file():
+        return None
+    from pipeline.config import load_config
+
+    try:
+        return load_config(str(sidecar))
+    except InputError:
+        log.warning("metrics: %s is not a readable config", sidecar.name)
+        return None
+
+
+def react_envelope(source: Path, dreamed: Path) -> list[float] | None:
+    """The audio envelope a reactive render used, one value per rendered frame, or None."""
+    cfg = _render_config(dreamed)
+    if cfg is None or cfg.react.amount <= 0:
+        return None
+    from pipeline.music import envelope_at
+    from stages.decode import scan_times
+
+    pts, tb, origin = scan_times(source, start=cfg.video.start, max_frames=cfg.video.max_frames)
+    with VideoReader(source) as r:
+        rate = r.rate or Fraction(30)
+    return [round(float(v), _DECIMALS) for v in envelope_at(source, cfg, pts, tb, origin, rate)]
+
+
 def render_offset(source: Path, dreamed: Path) -> Fraction:
     """Source time of a render's first frame: renders start at 0, the source's first rendered frame may
     not (a `video.start`, or a stream that starts late). Read from the resolved config beside the render
     (OUTPUT.yaml); a file without one is taken to carry the source's own timestamps."""
-    sidecar = dreamed.with_name(dreamed.name + ".yaml")
-    if not sidecar.is_file():
+    cfg = _render_config(dreamed)
+    if cfg is None:
         return Fraction(0)
-    from pipeline.config import load_config
-
-    try:
-        start = load_config(str(sidecar)).video.start
-    except InputError:
-        log.warning("metrics: %s is not a readable config; frames are paired by their own times", sidecar.name)
-        return Fraction(0)
-    with VideoReader(source, start=start, max_frames=1) as r:
+    with VideoReader(source, start=cfg.video.start, max_frames=1) as r:
         first = next(iter(r))
     return first.pts * first.time_base if first.pts is not None else Fraction(0)
 
@@ -172,8 +193,11 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
         "wrap_x": wrap_x,
         "flow": flow,
     }
+    envelope = react_envelope(source, dreamed)
+    if envelope is not None:
+        out["react_envelope"] = envelope
     if plot is not None:
-        metrics.plot_metrics(result["per_frame"], plot)
+        metrics.plot_metrics(result["per_frame"], plot, envelope)
         out["plot"] = str(plot)
     out["per_frame"] = per_frame
     return out

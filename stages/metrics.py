@@ -124,7 +124,7 @@ def _nice_max(value: float) -> float:
     return float(10 * magnitude)
 
 
-def _render(per_frame: dict) -> np.ndarray:
+def _render(per_frame: dict, envelope=None) -> np.ndarray:
     img = np.full((_H, _W, 3), 255, np.uint8)
     x0, x1, y0, y1 = _LEFT, _W - _RIGHT, _TOP, _H - _BOTTOM
     series = [(label, colour, offset, list(per_frame.get(key) or []))
@@ -169,15 +169,24 @@ def _render(per_frame: dict) -> np.ndarray:
         ly = y0 + 14 + 20 * label_i
         cv2.line(img, (x1 - 190, ly - 4), (x1 - 160, ly - 4), colour, 2, cv2.LINE_AA)
         cv2.putText(img, label, (x1 - 150, ly), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    if envelope is not None and len(envelope):
+        # The audio envelope that drove a reactive render, on its own 0..1 scale (the plot's full height).
+        colour = (160, 40, 160)
+        pts = [(int(round(x0 + (x1 - x0) * i / last)), int(round(y1 - (y1 - y0) * float(np.clip(v, 0, 1)))))
+               for i, v in enumerate(envelope)]
+        cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 1, cv2.LINE_AA)
+        ly = y0 + 14 + 20 * len(series)
+        cv2.line(img, (x1 - 190, ly - 4), (x1 - 160, ly - 4), colour, 2, cv2.LINE_AA)
+        cv2.putText(img, "react envelope (0..1)", (x1 - 150, ly), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return img
 
 
-def plot_metrics(per_frame: dict, png_path: str | os.PathLike) -> None:
+def plot_metrics(per_frame: dict, png_path: str | os.PathLike, envelope=None) -> None:
     """Draw the per-frame series of `warp_error_series` as a PNG (OpenCV only), written atomically.
 
     Pair series are drawn at the later frame of each pair; ``None`` entries leave a gap.
     """
-    ok, data = cv2.imencode(".png", _render(per_frame))
+    ok, data = cv2.imencode(".png", _render(per_frame, envelope))
     if not ok:
         raise RuntimeError("PNG encoding failed")
     write_atomic(Path(png_path), lambda f: f.write(data.tobytes()))

@@ -50,6 +50,11 @@ def test_the_dream_pulses_on_the_kick_and_keeps_the_soundtrack(kick, tmp_path):
         ratio[amount] = float(s[beats].mean() / s[between].mean())
         with av.open(str(out)) as c:
             assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+    from pipeline.measure import run_metrics
+
+    m = run_metrics(kick, out, plot=tmp_path / "plot.png", projection="flat")  # the reactive render's
+    assert len(m["react_envelope"]) == 60 and (tmp_path / "plot.png").is_file()
+    assert np.mean([m["react_envelope"][b] for b in beats]) > 2 * np.mean([m["react_envelope"][b] for b in between])
     print(f"\nstrength at kicks / between: react 0 -> {ratio[0.0]:.2f}, react 1.5 -> {ratio[1.5]:.2f}")
     assert ratio[1.5] >= 1.3 and ratio[1.5] > ratio[0.0] + 0.25
     assert 0.75 < ratio[0.0] < 1.35  # seeds differ per frame: a still scene still varies ±15 %
