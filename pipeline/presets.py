@@ -19,8 +19,9 @@ from pipeline.config import Config
 from stages import levels as L
 from stages.encode import Encoding
 
-# Tuned for dreamed texture, which is high-frequency everywhere (see README, "Rate control").
-DREAM_RATE_CONTROL = ""
+# Tuned for dreamed texture, which is high-frequency everywhere: more bits for the 6 frames before each
+# key frame, so key frames do not pulse (stages.encode.keyframe_zones; README, "Rate control").
+KEYFRAME_RAMP = (1.3, 1.7, 2.2, 3.0, 4.0, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def encode_plan(cfg: Config, rate: Fraction, stereo: str) -> EncodePlan:
 
     def encoding(codec: str, crf: int, gop_s: float, **kw) -> Encoding:
         return Encoding(codec=codec, crf=crf, speed=e.speed, gop=gop_frames(e.gop or gop_s, rate),
-                        params=DREAM_RATE_CONTROL, **kw)
+                        keyframe_ramp=KEYFRAME_RAMP, **kw)
 
     if e.preset == "none":
         # crf 0 is lossless, which only x264's High 4:4:4 Predictive profile allows: let x264 pick it.
@@ -62,7 +63,7 @@ def encode_plan(cfg: Config, rate: Fraction, stereo: str) -> EncodePlan:
         else:  # the guidance lists 5760×2880 for H.264 only
             box = (5760, 2880)
             enc = encoding("h264", min(e.crf, 22), 1.0, profile="high", level="6", maxrate_kbps=60000)
-            enc = replace(enc, params=":".join(p for p in (enc.params, "mvrange=511") if p))
+            enc = replace(enc, params="mvrange=511")
         return EncodePlan(enc, box, L.by_name(enc.codec, enc.level))
     if e.preset == "youtube360":
         box = {"mono": (8192, 4096), "top-bottom": (8192, 8192), "left-right": (8192, 4096)}[stereo]

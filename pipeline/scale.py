@@ -257,7 +257,7 @@ def _compose(src: Path, plan: VideoPlan, sv: Survey, chunks: list[Chunk], c: Chu
             if writer is None:
                 temp, first, count = run.segment_temp(index // seg), fr, 0
                 writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
-                                     rate=plan.rate, encoding=plan.enc.encoding, faststart=False)
+                                     rate=plan.rate, encoding=plan.enc.encoding, faststart=False, frames=seg)
             dreamed = fr.rgb.astype(np.float32) + crossfade(tail[i], head[i], i, n)
             writer.write(quantize(dreamed), fr.pts)
             count += 1

@@ -113,7 +113,8 @@ def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, er
                     seg_no = item.index // plan.segment_frames
                     temp = sink.segment_temp(seg_no)
                     writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
-                                         rate=plan.rate, encoding=plan.enc.encoding, faststart=False)
+                                         rate=plan.rate, encoding=plan.enc.encoding, faststart=False,
+                                         frames=plan.segment_frames)
                     first_index, first_pts, count = item.index, item.pts, 0
                 writer.write(item.rgb, item.pts)
                 end_time = item.end_time
