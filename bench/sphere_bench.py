@@ -23,7 +23,8 @@ from bench.common import REPO
 IMG = REPO / "sample_media" / "testRoom1_2kMono.jpg"
 YAWS = (37, 101, 219, 333, 171, 290, 59, 250)  # in 1/512 turns: not multiples of 90°, where the room's lines sit
 KEYS = ("aniso_up", "aniso_down", "aniso_horizon", "aniso_up_plane", "aniso_down_plane", "aniso_horizon_plane",
-        "strength_up", "strength_down", "horizon_abs", "seam", "seam_control_std", "seam_plain")
+        "strength_up", "strength_down", "horizon_abs", "seam", "seam_rel", "seam_null_mean", "seam_null_std",
+        "seam_plain")
 
 
 def room(w: int):

@@ -5,12 +5,15 @@ everything is measured on the dream residual r = dreamed − source, because the
 (a room's radial ceiling lines, a stitching seam) is not the dream's fault.
 
 * Pole views: 90° perspective views of r as a headset shows them (py360convert `e2p`, bilinear), looking
-  straight up, straight down, and at the horizon (yaw 0/90/180/270°). A view is n×n with n = W/π, so its
-  centre pixel spans one equirect column at the equator. Only the inscribed disc is used.
+  straight up, straight down, and at the horizon (yaw 0/90/180/270°). A view is n×n with n = 2W/π, so the
+  frame is magnified ×2 at the view centre, as in a headset (`view_size`). Only the inscribed disc is used.
 * radial anisotropy: Σ (∇r·t̂)² ÷ Σ (∇r·ρ̂)² over the disc, ρ̂ pointing away from the view centre, t̂
-  across it (Scharr gradients, channels summed, a small centre disc left out where ρ̂ is undefined).
-  Streaks converging on the pole vary across the radius, not along it: > 1. Any stationary texture,
-  isotropic or not, gives ≈ 1 on a disc, because ρ̂ takes every direction equally often.
+  across it (Scharr gradients, channels summed, a small centre disc left out where ρ̂ is undefined),
+  per solid angle on the sphere (`radial_energies`). Streaks converging on the pole vary across the
+  radius, not along it: > 1; rings < 1. Isotropic texture on the sphere reads 0.95–1.1 (1.27 at the
+  poles for detail at the frame's own Nyquist, which bilinear viewing blurs radially there); a
+  texture round in equirect pixels (what dreaming the map makes) reads 3–5. `_plane` variants measure
+  on the view's pixels instead, where the perspective alone makes isotropic texture read ≈ 1.4.
 * pole strength: mean |r| in the up (down) view ÷ mean |r| in the horizon views: 1 = as strong as the
   horizon; cos(latitude) weighting hides pinching by muting the poles (< 1).
 * structure-matched seam: see `seam_jump`.
@@ -159,8 +162,21 @@ def _nearest_mean(s_sorted: np.ndarray, r_sorted: np.ndarray, query: np.ndarray,
     return r_sorted[np.take_along_axis(cand, near, axis=1)].mean(axis=1)
 
 
+def _seam_value(s_in: np.ndarray, s_seam: np.ndarray, r_in: np.ndarray, r_seam: np.ndarray, bands: int,
+                match: int) -> float:
+    h = r_in.shape[0]
+    band_of_row = np.minimum(np.arange(h) * bands // h, bands - 1)
+    expected = np.empty(h)
+    for b in range(bands):
+        rows = band_of_row == b
+        s_b, r_b = s_in[rows].ravel(), r_in[rows].ravel()
+        order = np.argsort(s_b, kind="stable")
+        expected[rows] = _nearest_mean(s_b[order], r_b[order], s_seam[rows], match)
+    return float(r_seam.sum() / max(expected.sum(), 1e-12))
+
+
 def seam_jump(source: np.ndarray, dreamed: np.ndarray, *, bands: int = 8, match: int = 16,
-              controls: int = 16) -> dict:
+              nulls: int = 32) -> dict:
     """Structure-matched seam: the residual's jump across 0/360° ÷ what alike structure gets inside.
 
     The dream follows the source's edges, so the residual jumps more where the source jumps; a plain
@@ -172,37 +188,35 @@ def seam_jump(source: np.ndarray, dreamed: np.ndarray, *, bands: int = 8, match:
        jump is the mean j of the `match` interior pairs of the same band whose s is nearest s_seam;
     3. seam = Σ_rows j_seam ÷ Σ_rows expected.
     ≈ 1 when the seam is dreamed like any other column; a cut in the dream shows as > 1, a seam the
-    dream smooths over (or an un-dreamed band) as < 1. `controls` interior column pairs, spread evenly
-    and left out of the pool, are measured the same way: `control_mean` ≈ 1 and `control_std` is the
-    one-column noise to read `seam` against (≈ 0.1 at 256 rows: average over frames or yaw rolls).
+    dream smooths over (or an un-dreamed band) as < 1.
+    The null: the same measure at `nulls` interior column pairs, spread evenly (frame and dream rolled
+    together so that pair becomes the seam). `null_mean` is what an ordinary column reads (1.0–1.07 on
+    the test room: nearest-neighbour matching is not exactly unbiased), `null_std` the one-column noise
+    (0.08–0.13 at 256 rows: one seam needs averaging over frames or yaw rolls), and `seam_rel` =
+    seam ÷ null_mean, the seam against ordinary columns of the same frame.
     """
-    s_in, s_seam = _jumps(np.asarray(source, dtype=np.float32))
-    r_in, r_seam = _jumps(residual(source, dreamed))
-    h, pairs = r_in.shape
-    ctrl_cols = (np.arange(controls) * pairs) // controls + pairs // (2 * controls)
-    pool = np.ones(pairs, bool)
-    pool[ctrl_cols] = False
-    band_of_row = np.minimum(np.arange(h) * bands // h, bands - 1)
-    exp_seam = np.empty(h)
-    exp_ctrl = np.empty((h, controls))
-    for b in range(bands):
-        rows = band_of_row == b
-        s_b, r_b = s_in[rows][:, pool].ravel(), r_in[rows][:, pool].ravel()
-        order = np.argsort(s_b, kind="stable")
-        s_sorted, r_sorted = s_b[order], r_b[order]
-        exp_seam[rows] = _nearest_mean(s_sorted, r_sorted, s_seam[rows], match)
-        ctrl_s = s_in[rows][:, ctrl_cols].ravel()
-        exp_ctrl[rows] = _nearest_mean(s_sorted, r_sorted, ctrl_s, match).reshape(-1, controls)
-    ctrl = r_in[:, ctrl_cols].sum(axis=0) / np.maximum(exp_ctrl.sum(axis=0), 1e-12)
-    return {"seam": float(r_seam.sum() / max(exp_seam.sum(), 1e-12)),
-            "control_mean": float(ctrl.mean()), "control_std": float(ctrl.std()),
-            "plain": float(r_seam.mean() / max(r_in.mean(), 1e-12))}
+    src, res = np.asarray(source, dtype=np.float32), residual(source, dreamed)
+    w = res.shape[1]
+
+    def at(shift: int) -> float:
+        s_in, s_seam = _jumps(np.roll(src, shift, axis=1) if shift else src)
+        r_in, r_seam = _jumps(np.roll(res, shift, axis=1) if shift else res)
+        return _seam_value(s_in, s_seam, r_in, r_seam, bands, match)
+
+    seam = at(0)
+    null = np.array([at(int(k)) for k in (np.arange(nulls) * w) // nulls + w // (2 * nulls)]) if nulls else \
+        np.array([np.nan])
+    s_in, s_seam = _jumps(src)
+    r_in, r_seam = _jumps(res)
+    return {"seam": seam, "null_mean": float(null.mean()), "null_std": float(null.std()),
+            "seam_rel": seam / float(null.mean()), "plain": float(r_seam.mean() / max(r_in.mean(), 1e-12))}
 
 
 def vr_report(source: np.ndarray, dreamed: np.ndarray) -> dict:
-    """pole_report and seam_jump of one frame in one dict (seam keys prefixed `seam_` except `seam`)."""
+    """pole_report and seam_jump of one frame in one dict (seam_jump's keys prefixed `seam_`)."""
     seam = seam_jump(source, dreamed)
-    return pole_report(source, dreamed) | {"seam": seam["seam"], "seam_control_std": seam["control_std"],
+    return pole_report(source, dreamed) | {"seam": seam["seam"], "seam_rel": seam["seam_rel"],
+                                           "seam_null_mean": seam["null_mean"], "seam_null_std": seam["null_std"],
                                            "seam_plain": seam["plain"]}
 
 

@@ -74,15 +74,19 @@ def test_muted_poles_show_in_the_strength():
 
 
 def test_seam_of_a_periodic_residual_is_like_any_column_and_a_cut_shows():
-    """Averaged over yaw rolls (one seam is a few hundred rows: control_std ≈ 0.1)."""
+    """Averaged over yaw rolls (one seam is a few hundred rows: null_std ≈ 0.1)."""
     src = cv2.GaussianBlur(np.random.default_rng(1).uniform(0, 255, (H, W, 3)).astype(np.float32), (0, 0), 2)
     src = np.clip(src, 0, 255)
-    smooth, cut = [], []
+    smooth, cut, null = [], [], []
     for seed, k in enumerate((0, 40, 90, 150, 200, 230)):
         s = np.roll(src, k, axis=1)
-        smooth.append(M.seam_jump(s, s + sphere_field(H, W, seed)[..., None])["seam"])
-        cut.append(M.seam_jump(s, s + sphere_field(H, W, seed, lon_scale=0.9)[..., None])["seam"])
+        out = M.seam_jump(s, s + sphere_field(H, W, seed, waves=80)[..., None], nulls=8)
+        smooth.append(out["seam"])
+        null.append(out["null_mean"])
+        cut_res = sphere_field(H, W, seed, waves=80, lon_scale=0.9)[..., None]
+        cut.append(M.seam_jump(s, s + cut_res, nulls=8)["seam_rel"])
     assert 0.8 < np.mean(smooth) < 1.2, smooth
+    assert 0.9 < np.mean(null) < 1.1, null  # ordinary columns, measured the same way
     assert np.mean(cut) > 2.0, cut
 
 
