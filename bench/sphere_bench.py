@@ -21,7 +21,8 @@ from dataclasses import replace
 from bench.common import REPO
 
 IMG = REPO / "sample_media" / "testRoom1_2kMono.jpg"
-YAWS = (37, 101, 219, 333, 171, 290, 59, 250)  # in 1/512 turns: not multiples of 90°, where the room's lines sit
+# In 1/512 turns: not multiples of 90°, where the room's lines sit.
+YAWS = (37, 101, 219, 333, 171, 290, 59, 250, 13, 83, 147, 197, 271, 311, 401, 467)
 KEYS = ("aniso_up", "aniso_down", "aniso_horizon", "aniso_up_plane", "aniso_down_plane", "aniso_horizon_plane",
         "strength_up", "strength_down", "horizon_abs", "seam", "seam_rel", "seam_null_mean", "seam_null_std",
         "seam_plain")
@@ -107,6 +108,7 @@ def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, v
     for label, reps in rows.items():
         res[label] = {k: float(np.mean([r[k] for r in reps])) for k in (*KEYS, "cpu_s", "wall_s")}
         res[label]["seam_sem"] = float(np.std([r["seam"] for r in reps]) / np.sqrt(len(reps)))
+        res[label]["seam_rel_sem"] = float(np.std([r["seam_rel"] for r in reps]) / np.sqrt(len(reps)))
         res[label]["per_yaw"] = reps
     base = res.get("equirect", next(iter(res.values())))["cpu_s"]
     for r in res.values():
@@ -116,7 +118,7 @@ def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, v
 
 def print_table(res: dict, title: str = "") -> None:
     cols = ("aniso_up", "aniso_down", "aniso_horizon", "aniso_up_plane", "aniso_down_plane", "strength_up",
-            "strength_down", "horizon_abs", "seam", "seam_sem", "cpu_s", "cost")
+            "strength_down", "horizon_abs", "seam", "seam_sem", "seam_null_mean", "seam_rel", "cpu_s", "cost")
     if title:
         print(title)
     print(f"{'mode':14s}" + "".join(f"{c:>17s}" for c in cols))
@@ -153,6 +155,7 @@ def main(argv=None) -> None:
     p.add_argument("--variant", action="append", default=[], help="NAME=key=value,... SphereSpec fields")
     p.add_argument("--no-equirect", action="store_true")
     p.add_argument("--source", choices=("room", "noise"), default="room")
+    p.add_argument("--json", help="write every number (per yaw too) to this file")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     modes = schedules()
@@ -163,6 +166,14 @@ def main(argv=None) -> None:
         modes[name] = schedules(**kw)["sphere"]
     res = measure(modes, w=a.size, yaws=YAWS[:a.yaws], source=a.source)
     print_table(res, f"{a.source} {a.size}x{a.size // 2}, {a.yaws} yaws, {a.threads} thread(s)")
+    if a.json:
+        import json
+
+        from bench.common import machine_info
+
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine_info(), "args": vars(a), "modes": {k: repr(v) for k, v in modes.items()},
+                       "results": res}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

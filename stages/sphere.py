@@ -1,24 +1,49 @@
 """Sphere-true dreaming: the network sees an equirect frame through overlapping perspective views.
 
-Dreaming the equirect image itself shows the network a map, not the sphere: near the poles one texel
-of the dream is smeared across many columns and comes back as radial streaks. Here every ascent step
-1. draws a random rotation R of the whole sphere (uniform yaw, pitch/roll jitter up to `tilt_deg`),
-2. samples K overlapping perspective views (default: 6 cube faces at 100°) from the frame under R with
-   `grid_sample` (columns wrapped with `stages.spherical.wrap_pad_x`, rows padded across the pole),
+Dreaming the equirect image itself shows the network a map, not the sphere: near the poles a texture
+that is round in pixels is a radial streak on the sphere, and the cos(latitude) step weight that hides
+it mutes the poles. Here every ascent step
+1. draws a random rotation R of the whole sphere (`random_rotation`: yaw uniform, pitch and roll
+   uniform in ±tilt_deg), which replaces the yaw-roll jitter,
+2. samples K perspective views (default: the 6 cube faces at 92°, one view pixel per equirect pixel
+   at the view centre) from the frame under R with `grid_sample` (columns wrapped with
+   `stages.spherical.wrap_pad_x`, rows padded across the pole as py360convert does),
 3. runs the views as one batch through `net.features` with the engine's `objective_loss`,
 4. brings the views' gradient back to the equirect pixels, feathered at the view borders, and
-5. normalises it with a solid-angle (cos latitude) weight, so a step moves the poles as far as the
+5. normalises it per solid angle (cos latitude weights), so a step moves the poles as far as the
    horizon: neither pinched (over-driven) nor muted (under-driven).
 
-Two ways back (step 4), both measured in bench/sphere_bench.py:
+What the poles need besides (bench/sphere_bench.py; radial anisotropy per `stages.vr_metrics`, 1 =
+isotropic, on isotropic texture at 512×256, 4 octaves; equirect mode reads 1.96 / 1.80 up / down):
+* The equirect grid keeps one row per view pixel along a meridian but many columns across it near a
+  pole, so bilinear reading and writing blur the radial direction more than the tangential one and
+  the dream drifts into radial streaks. Two row blurs of latitude-dependent width (`row_widths`: none at
+  the equator) even that out: of the frame before sampling (`spread`; alone, 10 rounds of sampling and
+  pulling back isotropic noise read 1.40 at the caps, 0.94 with spread 0.5, 0.66 with 1) and of the
+  gradient before it is written (`grad_spread`: 0.3 → 1.37, 0.5 → 1.17, 0.7 → 1.01; without the
+  frame blur 1.06 / 1.22). The design's other pole remedy, supersampling the views, is a variant.
+* A network knows where its image's centre is (zero padding): flat dreams of a 73–194 px view read
+  1.1–1.4 radially about the centre. With the U/D faces always near a pole and random yaw around it,
+  every other orientation preference averages out and that one piles up at the pole: tilt 30° reads
+  1.22 / 1.15, tilt 45° 1.01 / 1.01.
+
+Overlap: faces at 100° with a feathered 5° border (the design's suggestion) measured the same at the
+poles and the seam as faces at 90° that just meet, but cost 1.48–1.59× the equirect dream at 1024×512
+(1.98× at 512×256) against 1.05–1.14× (1.40×). Views hold 12·tan²(fov/2)/π² times the frame's pixels
+(1.22 at 90°, 1.31 at 92°, 1.72 at 100°); at 1024×512 the equirect mode pays 1.5× for its overlapping
+512² tiles. The rotation moves the face borders every step, so their padding artefacts do not pile
+up anywhere. The default keeps a 1° margin with a feather so the blend weights are continuous (at
+exactly 90° a pixel on a cube edge flips between faces with rounding, which breaks exact yaw
+equivariance).
+
+Two ways back (step 4):
 * "pull" (default): each equirect pixel reads the view gradients where it appears in the views
   (bilinear `grid_sample` of the gradient, the blend c2e would do), weighted by a border feather and
-  divided by the summed weights. Every pixel gets a value, also the pole rows that a view samples
-  sparsely, and only grid_sample's forward runs: deterministic on CUDA, which resumes rely on.
+  divided by the summed weights. Every pixel gets a value, the pole rows too, and only grid_sample's
+  forward runs: deterministic on CUDA, which bit-identical resumes rely on.
 * "push": autograd through the sampling (the exact adjoint), divided by the pushed feather weights
-  (normalised convolution). Near the poles a view pixel spans 1/cos(lat) columns, so bilinear
-  push leaves columns without gradient: each row is box-blurred over `spread`/cos(lat) columns
-  first. grid_sample's backward uses atomic adds on CUDA (not bit-reproducible there).
+  (normalised convolution); the frame blur's adjoint spreads it over the columns a view pixel covers
+  near the poles. Measured 1.24 / 1.25, and grid_sample's backward adds atomically on CUDA.
 
 Conventions follow py360convert 1.0.x (e2p, xyzpers, xyz2uv, uv2coor), so views match `e2p` exactly:
 * direction (x, y, z): x right, y up, z forward; longitude u = atan2(x, z), latitude v = atan2(y, hypot(x, z));
@@ -55,12 +80,12 @@ LAYOUTS: dict[str, tuple[tuple[float, float], ...]] = {
 class SphereSpec:
     """How the sphere is viewed; the defaults are the measured best (bench/sphere_bench.py)."""
 
-    fov_deg: float = 100.0  # per view; > 90 so cube faces overlap and their feathered borders blend
+    fov_deg: float = 92.0  # per view: a 1° margin past the cube edges, over which neighbours blend
     layout: str = "cube"
     res: float = 1.0  # view pixels per equirect pixel at a view's centre (1: the equator's scale)
     supersample: int = 1  # views rendered s× finer and box-averaged: anti-aliased views, denser push
     tilt_deg: float = 45.0  # pitch and roll jitter of the rotation; yaw is always uniform in 0..360°
-    feather: float = 0.16  # share of a view's half-width over which its weight ramps from 1 to 0
+    feather: float = 0.04  # share of a view's half-width over which its weight ramps from 1 to 0
     gather: str = "pull"  # "pull" | "push": how view gradients reach equirect pixels (module doc)
     spread: float = 0.5  # row blur of the frame before sampling (row_widths); 0 = off
     grad_spread: float = 0.7  # row blur of the gradient before it is written (row_widths); 0 = off
@@ -233,15 +258,15 @@ def spread_rows(g: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
 
 
 def row_widths(h: int, w: int, spread: float, device=None) -> torch.Tensor:
-    """Per row, the box width (columns) that gives the sampling the same blur across the meridians as along.
+    """Per row, a box width in columns that evens out the blur across and along the meridians.
 
-    A view reads the equirect bilinearly: along a meridian between rows one arc apart, across it between
-    columns only cos(lat) of an arc apart, so near a pole the radial detail is blurred more than the
-    tangential (variance 1/6 vs cos²/6 arc²). Repeated every step, that turns the dream into radial
-    streaks (10 sample-and-pull rounds of isotropic noise: 1.27 at the caps, 1.03 at the horizon). A box
-    of L columns has variance ≈ (L² − 1)/12 column², so L = √(1 + 2·tan²(lat)) adds the missing
-    tan²/6 column² (= sin²/6 arc²): 1 (no blur) at the equator, ≈ √2·tan(lat) near the poles. `spread`
-    scales the tan.
+    Bilinear sampling reads along a meridian between rows one arc apart, across it between columns only
+    cos(lat) of an arc apart, so near a pole it blurs radial detail more than tangential detail
+    (variance 1/6 vs cos²/6 arc²); repeated every step, the dream drifts into radial streaks. A box of
+    L columns has variance ≈ (L² − 1)/12 column², so L = √(1 + 2·(spread·tan(lat))²) adds
+    spread²·tan²/6 column² (= spread²·sin²/6 arc²): 1 (no blur) at the equator, ≈ √2·spread·tan(lat)
+    near the poles. spread = 1 is the variance argument; measured, it over-corrects (the view pixels'
+    own footprint counts too) and 0.5–0.7 even things out (module doc).
     """
     lat = (torch.arange(h, device=device, dtype=torch.float64) + 0.5) / h * math.pi - math.pi / 2
     t = spread * (w / (2 * h)) * lat.abs().tan()

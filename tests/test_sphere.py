@@ -128,16 +128,24 @@ def test_spec_is_checked():
 
 def test_yaw_roll_commutes_with_the_sphere_gradient(lite0):
     """Rolling the frame by k columns is a yaw of the sphere: the step on the rolled frame under rotation
-    R equals the rolled step on the frame under R followed by the opposite yaw. (A whole dream commutes
-    only in distribution: the seeded rotations are not tied to the content, as the equirect mode's
-    seeded rolls are not.)"""
+    R equals the rolled step on the frame under R followed by the opposite yaw. The views agree to float
+    rounding (1e-5); the network turns that into a visible difference only where a ReLU6 sits on its
+    threshold (measured relative L2 ≤ 0.009 over 3 rotations, mostly 2e-6). A whole dream commutes only
+    in distribution: the seeded rotations are not tied to the content, as the equirect mode's seeded
+    rolls are not."""
     x = tensor(room(128))
     k, w = 37, 128
-    rot = S.random_rotation(gen(5), 45)
     spec = S.SphereSpec()
-    a = S.sphere_gradient(torch.roll(x, k, 3), lite0, OBJ, spec, rot)
-    b = torch.roll(S.sphere_gradient(x, lite0, OBJ, spec, rot @ S.yaw_rotation(-2 * math.pi * k / w)), k, 3)
-    assert ((a - b).abs().max() / a.abs().mean()).item() < 1e-3
+    n = S.face_size(w, spec)
+    rays = S.view_rays(spec.fov_deg, n, spec.layout)
+    for seed in (5, 6):
+        rot = S.random_rotation(gen(seed), 45)
+        back = rot @ S.yaw_rotation(-2 * math.pi * k / w)
+        v1, v2 = S.sample_views(torch.roll(x, k, 3), rays, rot), S.sample_views(x, rays, back)
+        assert (v1 - v2).abs().max().item() < 1e-4
+        a = S.sphere_gradient(torch.roll(x, k, 3), lite0, OBJ, spec, rot)
+        b = torch.roll(S.sphere_gradient(x, lite0, OBJ, spec, back), k, 3)
+        assert ((a - b).norm() / a.norm()).item() < 0.03
 
 
 def test_gradient_reaches_every_row_including_the_poles(lite0):
