@@ -81,13 +81,19 @@ def dream_once(src, net, obj, sch, seed: int):
 
 
 def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, verbose: bool = True,
-            source: str = "room") -> dict:
-    """{mode: {metric: mean over yaws, 'cpu_s': mean CPU seconds per dream, 'per_yaw': [...]}}."""
+            source: str = "room", seam_control: bool = False) -> dict:
+    """{mode: {metric: mean over yaws, 'cpu_s': mean CPU seconds per dream, 'per_yaw': [...]}}.
+
+    seam_control: also dream each yaw's frame rolled by half a turn and roll the dream back, so the
+    columns that meet at the seam were dreamed in the middle of the frame, where no mode has a seam;
+    `seam_centre` is the seam measure there and `seam_excess` = seam ÷ seam_centre, what the seam itself
+    adds beyond the content that happens to lie there (the structure matching cannot remove all of it).
+    """
     import numpy as np
 
     from stages import dream as D
     from stages import zoo
-    from stages.vr_metrics import vr_report
+    from stages.vr_metrics import seam_jump, vr_report
 
     net = net or zoo.build_model("efficientnet_lite0")
     obj = D.Objective({"block9": 1.0})
@@ -100,13 +106,20 @@ def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, v
             out = dream_once(src, net, obj, sch, seed + i)
             cpu, wall = time.process_time() - c, time.perf_counter() - t
             rep = vr_report(src, D.quantize(out)) | {"cpu_s": cpu, "wall_s": wall}
+            if seam_control:
+                half = np.roll(dream_once(np.roll(src, w // 2, axis=1), net, obj, sch, seed + i), -(w // 2), axis=1)
+                rep["seam_centre"] = seam_jump(src, D.quantize(half))["seam"]
+                rep["seam_excess"] = rep["seam"] / rep["seam_centre"]
             rows[label].append(rep)
             if verbose:
                 print(f"  yaw {yaw:3d} {label:10s} " + " ".join(f"{k}={rep[k]:.3f}" for k in
                       ("aniso_up", "aniso_down", "strength_up", "strength_down", "seam", "cpu_s")), flush=True)
     res = {}
     for label, reps in rows.items():
-        res[label] = {k: float(np.mean([r[k] for r in reps])) for k in (*KEYS, "cpu_s", "wall_s")}
+        keys = (*KEYS, "cpu_s", "wall_s") + (("seam_centre", "seam_excess") if seam_control else ())
+        res[label] = {k: float(np.mean([r[k] for r in reps])) for k in keys}
+        if seam_control:
+            res[label]["seam_excess_sem"] = float(np.std([r["seam_excess"] for r in reps]) / np.sqrt(len(reps)))
         res[label]["seam_sem"] = float(np.std([r["seam"] for r in reps]) / np.sqrt(len(reps)))
         res[label]["seam_rel_sem"] = float(np.std([r["seam_rel"] for r in reps]) / np.sqrt(len(reps)))
         res[label]["per_yaw"] = reps
@@ -121,6 +134,8 @@ def print_table(res: dict, title: str = "") -> None:
             "strength_down", "horizon_abs", "seam", "seam_sem", "seam_null_mean", "seam_rel", "cpu_s", "cost")
     if title:
         print(title)
+    if "seam_excess" in next(iter(res.values())):
+        cols = cols + ("seam_centre", "seam_excess", "seam_excess_sem")
     print(f"{'mode':14s}" + "".join(f"{c:>17s}" for c in cols))
     for label, r in res.items():
         print(f"{label:14s}" + "".join(f"{r[c]:17.3f}" for c in cols))
@@ -156,6 +171,7 @@ def main(argv=None) -> None:
     p.add_argument("--no-equirect", action="store_true")
     p.add_argument("--source", choices=("room", "noise"), default="room")
     p.add_argument("--json", help="write every number (per yaw too) to this file")
+    p.add_argument("--seam-control", action="store_true", help="also dream each yaw rolled by half a turn")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     modes = schedules()
@@ -164,7 +180,7 @@ def main(argv=None) -> None:
     for v in a.variant:
         name, kw = _parse_variant(v)
         modes[name] = schedules(**kw)["sphere"]
-    res = measure(modes, w=a.size, yaws=YAWS[:a.yaws], source=a.source)
+    res = measure(modes, w=a.size, yaws=YAWS[:a.yaws], source=a.source, seam_control=a.seam_control)
     print_table(res, f"{a.source} {a.size}x{a.size // 2}, {a.yaws} yaws, {a.threads} thread(s)")
     if a.json:
         import json

@@ -48,7 +48,8 @@ def view_size(w: int) -> int:
     A headset shows the frame magnified (a 4K equirect on a 2K-per-eye display, or a dream made smaller
     than its source and scaled up), interpolating bilinearly between rows and columns. Views at the
     frame's own scale hide what that reveals: measured on a sphere-mode dream at 192×96, radial
-    anisotropy 1.12 at n = W/π but 1.6 at 2W/π and 3W/π (which agree), and 1.45 after upsampling ×1.33.
+    anisotropy 1.12 at n = W/π but 1.61 at 4W/π and 1.65 at 8W/π. On isotropic texture 2W/π and 3W/π
+    read alike (and ≈ 1 except for detail at the frame's Nyquist).
     """
     return max(16, round(2 * w / math.pi))
 
@@ -117,7 +118,8 @@ def disc_mean_abs(view: np.ndarray) -> float:
     return float((a * w).sum() / w.sum())
 
 
-def pole_report(source: np.ndarray, dreamed: np.ndarray, n: int | None = None, supersample: int = SUPERSAMPLE) -> dict:
+def pole_report(source: np.ndarray, dreamed: np.ndarray, n: int | None = None,
+                supersample: int = SUPERSAMPLE) -> dict:
     """Radial anisotropy (up, down, horizon) and pole strength (up, down ÷ horizon) of one dreamed frame.
 
     `aniso_*`: `radial_anisotropy` per solid angle on the sphere (≈ 1 for isotropic texture);
