@@ -26,6 +26,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
               "ms per dream iteration + peak memory: models x sizes, frozen, tiled, amp, 4000x3000"),
     "video": ("bench.video_bench", "run", "decode → dream → encode frames per second"),
     "vr": ("bench.vr_bench", "run", "360° equirect: wrap cost per iteration, seam and pole report"),
+    "sphere": ("bench.sphere_bench", "run", "360° equirect vs sphere-true dreaming: pole streaks, pole strength, "
+               "seam, cost"),
 }
 
 # Whole-run wall-clock budgets (s): CPU-only machine / with CUDA (CUDA cases run first there).
