@@ -13,28 +13,32 @@ it mutes the poles. Here every ascent step
 5. normalises it per solid angle (cos latitude weights), so a step moves the poles as far as the
    horizon: neither pinched (over-driven) nor muted (under-driven).
 
-What the poles need besides (bench/sphere_bench.py; radial anisotropy per `stages.vr_metrics`, 1 =
-isotropic, on isotropic texture at 512×256, 4 octaves; equirect mode reads 1.96 / 1.80 up / down):
+What the poles need besides (bench/sphere_bench.py on its isotropic test texture, 512×256, default
+preset, 2 yaws; radial anisotropy per `stages.vr_metrics`, 1 = isotropic, up / down; the equirect
+mode reads 2.00 / 1.78, this module's defaults 0.90 / 1.03):
 * The equirect grid keeps one row per view pixel along a meridian but many columns across it near a
   pole, so bilinear reading and writing blur the radial direction more than the tangential one and
   the dream drifts into radial streaks. Two row blurs of latitude-dependent width (`row_widths`: none at
-  the equator) even that out: of the frame before sampling (`spread`; alone, 10 rounds of sampling and
-  pulling back isotropic noise read 1.40 at the caps, 0.94 with spread 0.5, 0.66 with 1) and of the
-  gradient before it is written (`grad_spread`: 0.3 → 1.37, 0.5 → 1.17, 0.7 → 1.01; without the
-  frame blur 1.06 / 1.22). The design's other pole remedy, supersampling the views, is a variant.
+  the equator) even that out: of the frame before sampling (`spread`; without it 1.16 / 1.08; on its
+  own, 10 rounds of sampling and pulling back isotropic noise read 1.40 at the caps, 0.94 with spread
+  0.5, 0.66 with 1) and of the gradient before it is written (`grad_spread`: 0 → 1.55 / 1.70,
+  0.5 → 1.12 / 1.23, 0.7 → 0.90 / 1.03). Supersampling the views ×2 instead changed nothing
+  (0.88 / 0.98 with the blurs, at the same cost as without).
 * A network knows where its image's centre is (zero padding): flat dreams of a 73–194 px view read
   1.1–1.4 radially about the centre. With the U/D faces always near a pole and random yaw around it,
-  every other orientation preference averages out and that one piles up at the pole: tilt 30° reads
-  1.22 / 1.15, tilt 45° 1.01 / 1.01.
+  every other orientation preference averages out and that one piles up at the pole: tilt 0° reads
+  1.18 / 1.16, tilt 30° 1.05 / 1.25, tilt 45° 0.90 / 1.03.
+* Other variants: 14 views (cube faces and corners) at 80°: 0.93 / 1.16 at 2.4× the cost; view
+  pixels 1/0.85 of an equirect pixel (res 0.85): 0.95 / 0.97 at 1.14× the cost, but patterns 18%
+  larger than the equirect mode's.
 
-Overlap: faces at 100° with a feathered 5° border (the design's suggestion) measured the same at the
-poles and the seam as faces at 90° that just meet, but cost 1.48–1.59× the equirect dream at 1024×512
-(1.98× at 512×256) against 1.05–1.14× (1.40×). Views hold 12·tan²(fov/2)/π² times the frame's pixels
-(1.22 at 90°, 1.31 at 92°, 1.72 at 100°); at 1024×512 the equirect mode pays 1.5× for its overlapping
-512² tiles. The rotation moves the face borders every step, so their padding artefacts do not pile
-up anywhere. The default keeps a 1° margin with a feather so the blend weights are continuous (at
-exactly 90° a pixel on a cube edge flips between faces with rounding, which breaks exact yaw
-equivariance).
+Cost and overlap: views hold 12·tan²(fov/2)/π² times the frame's pixels (1.22 at 90°, 1.31 at 92°,
+1.72 at 100°), and at 1024×512 the equirect mode pays 1.5× for its overlapping 512² tiles. Measured
+(CPU seconds per dream, interleaved, one thread): the default 92° faces 1.22× the equirect dream at
+1024×512 and 1.6× at 512×256; 100° faces with a feathered 5° border, the design's suggestion, 1.5–1.6×
+and 1.9–2.0×, for the same pole and seam readings. The rotation moves the face borders every step, so
+their padding artefacts do not pile up anywhere; the 1° margin and its feather keep the blend weights
+continuous (at exactly 90° a pixel on a cube edge flips between faces with rounding).
 
 Two ways back (step 4):
 * "pull" (default): each equirect pixel reads the view gradients where it appears in the views
@@ -43,7 +47,7 @@ Two ways back (step 4):
   forward runs: deterministic on CUDA, which bit-identical resumes rely on.
 * "push": autograd through the sampling (the exact adjoint), divided by the pushed feather weights
   (normalised convolution); the frame blur's adjoint spreads it over the columns a view pixel covers
-  near the poles. Measured 1.24 / 1.25, and grid_sample's backward adds atomically on CUDA.
+  near the poles. Measured 1.26 / 1.31, and grid_sample's backward adds atomically on CUDA.
 
 Conventions follow py360convert 1.0.x (e2p, xyzpers, xyz2uv, uv2coor), so views match `e2p` exactly:
 * direction (x, y, z): x right, y up, z forward; longitude u = atan2(x, z), latitude v = atan2(y, hypot(x, z));
