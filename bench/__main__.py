@@ -26,6 +26,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
               "ms per dream iteration + peak memory: models x sizes, frozen, tiled, amp, 4000x3000"),
     "video": ("bench.video_bench", "run", "decode → dream → encode frames per second"),
     "vr": ("bench.vr_bench", "run", "360° equirect: wrap cost per iteration, seam and pole report"),
+    "sphere": ("bench.sphere_bench", "run", "360° equirect vs sphere-true dreaming: pole streaks, pole strength, "
+               "seam, cost"),
     "base": ("bench.base_bench", "run", "deepdream video against BENCH_BASE=<commit>, interleaved"),
 }
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 import torch
 
 from stages.spherical import latitude_weight
+
+if TYPE_CHECKING:
+    from stages.sphere import SphereSpec
 
 EPS = 1e-8
 MIN_OCTAVE_SIDE = 32
@@ -48,6 +51,7 @@ class Schedule:
     wrap_x: bool = False  # convolutions, tiles and resizing wrap across the 0/360° meridian
     pole_exponent: float = 0.0  # equirect only: step × cos(latitude)^k; 0 = off
     tile_batch_px: int = 0  # tiles stacked per forward, in pixels; 0 = one tile at a time
+    sphere: SphereSpec | None = None  # equirect only: dream through perspective views (stages/sphere.py)
 
 
 def objective_loss(feats: Mapping[str, torch.Tensor], obj: Objective, area_scale: float = 1.0) -> torch.Tensor:
@@ -193,6 +197,14 @@ def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.
 
     `step_mask` (N or 1 × 1 × H × W, 0..1) gates the step per pixel; see `masked_step`.
     """
+    if sch.sphere is not None:
+        # A random rotation of the whole sphere replaces the jitter; the direction comes normalised
+        # by solid angle, so neither the roll, the latitude weight nor the plain mean applies.
+        from stages.sphere import sphere_direction  # lazy: stages.sphere imports objective_loss from here
+
+        g = sphere_direction(x, net, obj, sch.sphere, gen, amp_dtype=amp_dtype,
+                             batch_px=max(sch.tile_batch_px, sch.tile ** 2) if sch.tile > 0 else 0)
+        return (x + (sch.step_size / 255.0) * masked_step(g, step_mask)).clamp_(0.0, 1.0)
     j = sch.jitter
     ox = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j else 0
     oy = int(torch.randint(-j, j + 1, (1,), generator=gen)) if j and not sch.equirect else 0

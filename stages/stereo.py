@@ -332,7 +332,7 @@ def masked_dream(start: np.ndarray, step_mask: np.ndarray, net, obj: Objective, 
     for (y0, x0, y1, x1), (py, px) in zip(boxes, pos):
         atlas[..., py:py + y1 - y0, px:px + x1 - x0] = x[..., y0:y1, x0:x1]
         atlas_m[..., py:py + y1 - y0, px:px + x1 - x0] = m[..., y0:y1, x0:x1]
-    flat = replace(sch, equirect=False, wrap_x=False, pole_exponent=0.0)
+    flat = replace(sch, equirect=False, wrap_x=False, pole_exponent=0.0, sphere=None)
     dreamed = dream_octaves(atlas, net, obj, flat, _generator(seed), amp_dtype=amp_dtype, step_mask=atlas_m)
     out = x.clone()
     for (y0, x0, y1, x1), (py, px) in zip(boxes, pos):
