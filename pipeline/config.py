@@ -60,7 +60,7 @@ class InputCfg:
 
 @dataclass(frozen=True)
 class SphericalCfg:
-    mode: Literal["equirect"] = _f("equirect")
+    mode: Literal["sphere", "equirect"] = _f("sphere")  # sphere: views of the sphere; equirect: the frame itself
     stereo: Literal["carry", "independent"] = _f("carry")  # one dream carried to the other eye by disparity
     wrap: bool = _f(True)
     pole_exponent: float = _f(1.0, lo=0.0, hi=8.0)

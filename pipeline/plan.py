@@ -26,6 +26,7 @@ from stages import spherical as S
 from stages.decode import VideoReader, fit_size
 from stages.dream import Schedule
 from stages.encode import encoder_available
+from stages.sphere import SphereSpec
 
 log = logging.getLogger(__name__)
 HEVC_MIN_SIDE = 64
@@ -38,6 +39,7 @@ class DreamPlan:
     stereo: str  # mono | top-bottom | left-right: eyes are split, dreamed, rejoined
     stereo_carry: bool  # the left eye's dream is carried to the right one by disparity (else: one batch)
     equirect: bool  # 360° frame: yaw-only jitter, pole weighting
+    sphere: bool  # dreamed through perspective views of the sphere (spherical.mode = sphere)
     wrap_x: bool  # equirect and spherical.wrap: convs, tiles, resize, flow, warp wrap across 0/360°
     pole_exponent: float  # step × cos(latitude)^k on equirect frames (0 on flat ones)
     temporal: bool  # start each frame from the flow-warped previous dream
@@ -53,14 +55,16 @@ class DreamPlan:
         equirect = layout.projection == "equirect"
         t = cfg.temporal
         return cls(stereo=layout.stereo, stereo_carry=layout.stereo != "mono" and cfg.spherical.stereo == "carry",
-                   equirect=equirect, wrap_x=equirect and cfg.spherical.wrap,
+                   equirect=equirect, sphere=equirect and cfg.spherical.mode == "sphere",
+                   wrap_x=equirect and cfg.spherical.wrap,
                    pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
                    blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
                    scene_cut=t.scene_cut, flow=t.flow)
 
     def schedule(self, base: Schedule, *, warm: bool) -> Schedule:
         """The engine's base schedule specialised for this render's geometry and the frame's place."""
-        sch = replace(base, equirect=self.equirect, wrap_x=self.wrap_x, pole_exponent=self.pole_exponent)
+        sch = replace(base, equirect=self.equirect, wrap_x=self.wrap_x, pole_exponent=self.pole_exponent,
+                      sphere=SphereSpec() if self.sphere else None)
         return replace(sch, iterations=self.warm_iterations) if warm else sch
 
 

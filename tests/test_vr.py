@@ -77,7 +77,8 @@ def room() -> np.ndarray:
 
 def seam_continuity(img: np.ndarray, wrap: bool) -> float:
     """Seam continuity of the dream residual, averaged over yaw rotations (one image is too noisy)."""
-    cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6", f"spherical.wrap={str(wrap).lower()}"])
+    cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6", "spherical.mode=equirect",
+                                  f"spherical.wrap={str(wrap).lower()}"])
     engine, plan = DreamEngine(cfg), equirect_plan(cfg)
     stats = []
     for k, yaw in enumerate(YAWS):
@@ -113,9 +114,10 @@ def test_equirect_clip_is_tagged(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_poles_are_not_pinched(room: np.ndarray) -> None:
-    """Latitude weighting keeps the pole rows near-uniform; without it they swirl."""
+    """Equirect mode: latitude weighting keeps the pole rows near-uniform; without it they swirl.
+    (Sphere mode, the default, has no pinched poles to weight: tests/test_sphere.py compares the two.)"""
     def top_variance(exponent: float) -> float:
-        cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6",
+        cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6", "spherical.mode=equirect",
                                       f"spherical.pole_exponent={exponent}"])
         out, _ = dream_frame(DreamEngine(cfg), equirect_plan(cfg), room, index=0)
         return pole_stats(room, out)["row_variance_ratio"]
