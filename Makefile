@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo360 test test-quick bench lint clean
+.PHONY: setup demo demo360 test test-quick bench gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -28,14 +28,22 @@ demo360: $(STAMP)
 	$(BIN)/deepdream preview out/room360_dream.mp4 out/room360_dream_preview.png --source sample_media/testRoom1_1920Mono.mp4
 	@echo "demo360: wrote out/room360_dream.mp4 (360° metadata, plays in a headset) and its look-around preview out/room360_dream_preview.png"
 
+# Two xdist workers, one torch thread each (tests/conftest.py); the Ray tests share one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# On a machine with a CUDA GPU (about 10 minutes): the GPU tests, then every bench section on CUDA and the CPU,
+# against BENCH_BASE when it is set; the numbers land in out/bench/gpu.json.
+gpu-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_cuda.py
+	mkdir -p out/bench
+	$(BIN)/python -m bench --device all --budget 420 --json out/bench/gpu.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests bench

@@ -28,6 +28,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "vr": ("bench.vr_bench", "run", "360° equirect: wrap cost per iteration, seam and pole report"),
     "sphere": ("bench.sphere_bench", "run", "360° equirect vs sphere-true dreaming: pole streaks, pole strength, "
                "seam, cost"),
+    "stereo": ("bench.stereo_bench", "run", "360° stereo: one dream carried to the other eye vs independent eyes"),
+    "scale": ("bench.scale_bench", "run", "Ray with 2 CPU workers vs one process: speed-up, pop where chunks meet"),
     "base": ("bench.base_bench", "run", "deepdream video against BENCH_BASE=<commit>, interleaved"),
 }
 

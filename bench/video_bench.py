@@ -1,13 +1,18 @@
 """Section `video`: end-to-end frames per second of `deepdream video` (decode → flow → dream → encode).
 
-Input: `sample_media/pan_cat.mp4` (320×180) decoded, upscaled to 640×360 with cv2 (bicubic) and written
-with PyAV/libx264 (CRF 18) into a temp dir, its AAC soundtrack copied, so the run also muxes audio.
-Each row is one `pipeline.runner.run_video` with the `default` preset; only `video.max_frames` (and
-`dream.device`, and `temporal.enabled=false` for the comparison rows) are overridden.
+Rows, all with the `default` preset and temporal on (only `video.max_frames`, `dream.device` and, for
+the comparison row, `temporal.enabled=false` are overridden):
+- 640×360 flat: `sample_media/pan_cat.mp4` upscaled (cv2 bicubic), its AAC soundtrack copied;
+- 1920×1080 flat: the same clip upscaled to 1080p;
+- 3840×1920 equirect: `sample_media/testRoom1_1920Mono.mp4` (Google, CC-BY 4.0) upscaled to 4K, dreamed
+  as 360° (sphere mode, the default).
+Each clip is written with PyAV/libx264 (CRF 18) into a temp dir.
 
-"Not hidden" = (wall − dream_s) / wall: the share of the render's wall time that the decode/flow and
-encode queues did not hide behind the dream, split into wait_input_s + wait_output_s + finalize_s +
-startup (= the rest: plan, run dir, model load, thread start/join). The issue's goal is ≤ 5 %.
+The split per frame: decode, flow (with masks and the scene-cut test), dream and encode, each the busy
+time of its thread; decode/flow and encode run in threads beside the dream, so they only cost wall time
+where they are "not hidden" = (wall − dream_s) / wall, split into wait_input_s + wait_output_s +
+finalize_s + startup (= the rest: plan, run dir, model load, thread start/join). The issue's goal is ≤ 5 %.
+Rows whose frames do not fit the budget are skipped with the estimate that ruled them out.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from pathlib import Path
 from bench.common import REPO, Context, banner, table
 
 SRC = REPO / "sample_media" / "pan_cat.mp4"
-W, H = 640, 360
+ROOM = REPO / "sample_media" / "testRoom1_1920Mono.mp4"
+W, H = 640, 360  # the row with the temporal on/off comparison
 GOAL = 0.05
-FRAMES = {"cuda": 48, "cpu": 8}
-FRAMES_QUICK = {"cuda": 24, "cpu": 4}
+# (name, source, width, height, equirect, frames per device, frames per device with --quick)
+ROWS = (("640x360", SRC, 640, 360, False, {"cuda": 48, "cpu": 8}, {"cuda": 24, "cpu": 4}),
+        ("1920x1080", SRC, 1920, 1080, False, {"cuda": 48, "cpu": 3}, {"cuda": 24, "cpu": 2}),
+        ("3840x1920 equirect", ROOM, 3840, 1920, True, {"cuda": 24, "cpu": 2}, {"cuda": 12, "cpu": 2}))
+SPHERE_COST = 1.5  # sphere mode's step against a flat step of the same size, for planning only
 MIN_FRAMES = 2  # the first (cold, full-iteration) frame plus one steady one
 LATER_SHARE = 0.6  # when sections follow this one, use at most this share of the budget left here
 PER_FRAME_OVERHEAD_S = {"cuda": 0.05, "cpu": 0.3}  # flow + encode + queues, for planning only
@@ -39,17 +48,18 @@ class _BudgetStop(RuntimeError):
 # ---------------------------------------------------------------- input clip
 
 
-def make_clip(dst: Path, frames: int) -> dict:
-    """pan_cat.mp4 upscaled to 640×360 (first `frames` frames), its audio stream-copied."""
+def make_clip(dst: Path, frames: int, src: Path = SRC, size: tuple[int, int] = (W, H)) -> dict:
+    """`src` upscaled to `size` (first `frames` frames), its audio stream-copied."""
     import av
     import cv2
 
     t0 = time.perf_counter()
-    with av.open(str(SRC)) as inp, av.open(str(dst), "w", format="mp4") as out:
+    w_, h_ = size
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
         vin = inp.streams.video[0]
         rate = vin.average_rate or Fraction(30000, 1001)
         vs = out.add_stream("libx264", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = w_, h_, "yuv420p"
         vs.options = {"crf": "18", "preset": "veryfast"}
         ain = inp.streams.audio[0] if inp.streams.audio else None
         aout = out.add_stream_from_template(ain) if ain is not None else None
@@ -57,7 +67,7 @@ def make_clip(dst: Path, frames: int) -> dict:
         for f in inp.decode(vin):
             if n >= frames:
                 break
-            rgb = cv2.resize(f.to_ndarray(format="rgb24"), (W, H), interpolation=cv2.INTER_CUBIC)
+            rgb = cv2.resize(f.to_ndarray(format="rgb24"), (w_, h_), interpolation=cv2.INTER_CUBIC)
             vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             vf.pts = n
             out.mux(vs.encode(vf))
@@ -65,7 +75,7 @@ def make_clip(dst: Path, frames: int) -> dict:
         out.mux(vs.encode(None))
         if aout is not None:
             end = n / rate + Fraction(1, 10)
-            with av.open(str(SRC)) as a:
+            with av.open(str(src)) as a:
                 for pkt in a.demux(a.streams.audio[0]):
                     if pkt.pts is None:
                         continue
@@ -79,8 +89,8 @@ def make_clip(dst: Path, frames: int) -> dict:
 # ---------------------------------------------------------------- planning
 
 
-def calibrate(device: str) -> dict:
-    """Model load time and one ascent_step at 640×360 with the engine's schedule (estimates frame cost)."""
+def calibrate(device: str, size: tuple[int, int], sphere: bool) -> dict:
+    """Model load time and one ascent_step at `size` with the engine's schedule (estimates frame cost)."""
     import numpy as np
     import torch
 
@@ -88,11 +98,12 @@ def calibrate(device: str) -> dict:
     from pipeline.engine import DreamEngine
     from stages import dream as D
 
+    w_, h_ = size
     t0 = time.perf_counter()
     eng = DreamEngine(load_config("default", [f"dream.device={device}"]))
     load_s = time.perf_counter() - t0
     cuda = device == "cuda"
-    x = D.to_tensor(np.full((H, W, 3), 128, np.uint8), eng.device)
+    x = D.to_tensor(np.full((h_, w_, 3), 128, np.uint8), eng.device)
     x = x + 0.1 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)).to(x)
     gen = torch.Generator().manual_seed(0)
 
@@ -105,9 +116,9 @@ def calibrate(device: str) -> dict:
 
     if cuda:
         step()
-    step_s = min(step() for _ in range(3 if cuda else 1))
+    step_s = min(step() for _ in range(3 if cuda else 1)) * (SPHERE_COST if sphere else 1.0)
     sch = eng.schedule
-    area = sum(h * w for h, w in D.octave_sizes(H, W, sch.octaves, sch.octave_scale)) / (H * W)
+    area = sum(h * w for h, w in D.octave_sizes(h_, w_, sch.octaves, sch.octave_scale)) / (h_ * w_)
     cfg = eng.cfg
     eng = x = None  # noqa: F841 (frees the model before the render loads its own)
     gc.collect()
@@ -134,15 +145,18 @@ def frames_that_fit(cal: dict, device: str, want: int, temporal: bool, left: flo
 # ---------------------------------------------------------------- one render
 
 
-def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, temporal: bool) -> dict:
+def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, temporal: bool, *, name: str = "",
+           equirect: bool = False) -> dict:
     import pipeline.runner as R
     from pipeline.config import load_config
 
     overrides = [f"video.max_frames={frames}", f"dream.device={device}"]
+    if equirect:
+        overrides.append("projection=equirect")
     if not temporal:
         overrides.append("temporal.enabled=false")
     cfg = load_config("default", overrides)
-    dst = tmp / f"out_{device}_{'on' if temporal else 'off'}.mp4"
+    dst = tmp / f"out_{device}_{clip.stem}_{'on' if temporal else 'off'}.mp4"
     per_frame: list[float] = []
 
     def on_frame(index: int, seconds: float) -> None:
@@ -150,7 +164,7 @@ def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, tempor
         if ctx.budget.left() < 2.0:
             raise _BudgetStop(f"budget ran out after {len(per_frame)} frames")
 
-    res = {"device": device, "temporal": temporal, "frames_planned": frames, "overrides": overrides}
+    res = {"row": name, "device": device, "temporal": temporal, "frames_planned": frames, "overrides": overrides}
     t0 = time.perf_counter()
     try:
         st = R.run_video(clip, dst, cfg, restart=True, on_frame=on_frame)
@@ -164,9 +178,13 @@ def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, tempor
             gc.collect()
             torch.cuda.empty_cache()
     outside = st.wall_s - st.dream_s
+    n = max(st.frames, 1)
     res |= {"frames": st.frames, "wall_s": st.wall_s, "dream_s": st.dream_s, "wait_input_s": st.wait_input_s,
             "wait_output_s": st.wait_output_s, "finalize_s": st.finalize_s,
             "startup_s": outside - st.wait_input_s - st.wait_output_s - st.finalize_s,
+            "decode_s": st.stages.decode_s, "flow_s": st.stages.flow_s, "encode_s": st.stages.encode_s,
+            "split_ms_per_frame": {"decode": 1000 * st.stages.decode_s / n, "flow": 1000 * st.stages.flow_s / n,
+                                   "dream": 1000 * st.dream_s / n, "encode": 1000 * st.stages.encode_s / n},
             "fps": st.frames / st.wall_s, "dream_share": st.dream_s / st.wall_s,
             "not_hidden": outside / st.wall_s, "resets": list(st.resets), "per_frame_s": per_frame,
             "first_frame_s": per_frame[0] if per_frame else None,
@@ -186,39 +204,39 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _ms(r: dict, key: str) -> str:
+    split = r.get("split_ms_per_frame")
+    return "-" if not split else f"{split[key]:.0f}"
+
+
 def print_report(rows: list[dict], cals: dict) -> list[dict]:
     out = []
     for r in rows:
         note = r.get("skipped") or r.get("error") or r.get("note") or ""
-        out.append([r["device"], "on" if r["temporal"] else "off", str(r.get("frames", "-")),
-                    _f(r.get("wall_s"), 1),
-                    _f(r.get("fps"), 3), _pct(r.get("dream_share")), _pct(r.get("not_hidden")),
-                    _f(r.get("wait_input_s")), _f(r.get("wait_output_s")), _f(r.get("finalize_s")),
-                    _f(r.get("startup_s")), _f(r.get("first_frame_s")), _f(r.get("steady_frame_s")), note])
+        out.append([r["row"], r["device"], "on" if r["temporal"] else "off", str(r.get("frames", "-")),
+                    _f(r.get("wall_s"), 1), _f(r.get("fps"), 3), _ms(r, "decode"), _ms(r, "flow"),
+                    _ms(r, "dream"), _ms(r, "encode"), _pct(r.get("not_hidden")), _f(r.get("startup_s")),
+                    _f(r.get("first_frame_s")), _f(r.get("steady_frame_s")), note])
     print()
-    heads = ["device", "temporal", "frames", "wall s", "fps", "dream", "not hidden", "wait in s",
-             "wait out s", "finalize s", "startup s", "1st frame s", "steady s/fr", "note"]
-    print(table(heads, out, right=[False, False] + [True] * 11 + [False]))
-    print("  dream = dream_s / wall; not hidden = (wall - dream_s) / wall = (wait in + wait out + finalize + "
-          "startup) / wall")
-    print("  startup = wall - dream - waits - finalize: plan_render (2 opens), run dir, model load, threads,")
-    print("  and the little per-frame work outside the runner's timers (the TemporalState residual)")
-    print("  1st frame: the cold frame (all dream.iterations, first-call warm-up); steady: median of the "
-          "rest (temporal on: temporal.iterations per octave)")
-    for dev, c in cals.items():
-        print(f"  {dev}: model load measured on its own {c['load_s']:.2f} s; one ascent_step at {W}x{H} "
-              f"{1000 * c['step_s']:.0f} ms (plans the frame counts)")
-        if dev == "cuda":
-            print("  cuda: the CUDA context was already up in this process (calibration, dream section); "
-                  "a fresh CLI run also pays its start-up")
+    heads = ["size", "device", "temporal", "frames", "wall s", "fps", "decode ms", "flow ms", "dream ms",
+             "encode ms", "not hidden", "startup s", "1st frame s", "steady s/fr", "note"]
+    print(table(heads, out, right=[False, False, False] + [True] * 11 + [False]))
+    print("  decode/flow/dream/encode: busy ms per frame of each thread (decode+flow and encode run beside "
+          "the dream)")
+    print("  not hidden = (wall - dream_s) / wall = (wait in + wait out + finalize + startup) / wall")
+    print("  startup: plan, run dir, model load, threads; 1st frame: the cold frame (all dream.iterations); "
+          "steady: median of the rest")
+    for (dev, name), c in cals.items():
+        print(f"  {dev} {name}: one ascent_step {1000 * c['step_s']:.0f} ms (plans the frame counts)")
     ratios = []
     for dev in dict.fromkeys(r["device"] for r in rows):
         on = next((r for r in rows if r["device"] == dev and r["temporal"] and r.get("fps")), None)
         off = next((r for r in rows if r["device"] == dev and not r["temporal"] and r.get("fps")), None)
-        if on:
-            met = on["not_hidden"] <= GOAL
-            print(f"  goal (issue): not hidden <= {100 * GOAL:.0f}% on {dev} with temporal on: "
-                  f"{_pct(on['not_hidden'])} over {on['frames']} frames -> {'MET' if met else 'NOT MET'}")
+        for r in rows:
+            if r["device"] == dev and r["temporal"] and r.get("fps"):
+                met = r["not_hidden"] <= GOAL
+                print(f"  goal: not hidden <= {100 * GOAL:.0f}% on {dev} {r['row']}: {_pct(r['not_hidden'])} "
+                      f"over {r['frames']} frames -> {'MET' if met else 'NOT MET'}")
         if on and off:
             q = {"device": dev, "fps_on": on["fps"], "fps_off": off["fps"],
                  "fps_ratio": on["fps"] / off["fps"] if on["frames"] == off["frames"] else None,
@@ -227,7 +245,7 @@ def print_report(rows: list[dict], cals: dict) -> list[dict]:
                                   if on.get("steady_frame_s") and off.get("steady_frame_s") else None)}
             ratios.append(q)
     if ratios:
-        print("\ntemporal on / off (same run)")
+        print(f"\ntemporal on / off at {W}x{H} (same run)")
         print(table(["device", "fps on", "fps off", "fps on/off", "steady dream s/frame off/on", "note"],
                     [[q["device"], _f(q["fps_on"], 3), _f(q["fps_off"], 3),
                       f"x{q['fps_ratio']:.2f}" if q["fps_ratio"] else "n/a",
@@ -240,18 +258,15 @@ def print_report(rows: list[dict], cals: dict) -> list[dict]:
 
 
 def run(ctx: Context) -> dict:
-    banner(f"video: deepdream video end to end at {W}x{H}, default preset")
-    want = FRAMES_QUICK if ctx.quick else FRAMES
+    banner("video: deepdream video end to end, default preset, temporal on (640x360, 1080p, 4K equirect)")
     only = [s.strip() for s in (getattr(ctx.args, "only", "") or "").split(",") if s.strip()]
     later = only[only.index("video") + 1:] if "video" in only else []
     left0 = ctx.budget.left()
     limit = left0 * (LATER_SHARE if later else 1.0)
     t_section = time.perf_counter()
-    print(f"input: {SRC.name} upscaled to {W}x{H} (cv2 bicubic), libx264 CRF 18, audio stream-copied; "
-          f"frames per run: {', '.join(f'{d} {want[d]}' for d in ctx.devices)}")
-    print(f"  budget: {max(left0, 0):.0f} s left"
-          + (f"; this section uses at most {limit:.0f} s (later sections: {', '.join(later)})"
-             if later else ""))
+    print("  clips upscaled with cv2 bicubic, libx264 CRF 18, audio stream-copied; budget: "
+          f"{max(left0, 0):.0f} s left" + (f"; this section uses at most {limit:.0f} s (later sections: "
+                                           f"{', '.join(later)})" if later else ""))
 
     def left() -> float:
         return min(ctx.budget.left(), limit - (time.perf_counter() - t_section))
@@ -260,34 +275,40 @@ def run(ctx: Context) -> dict:
     cals: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench_video_") as td:
         tmp = Path(td)
-        clip = tmp / f"pan_cat_{W}x{H}.mp4"
-        info = make_clip(clip, max(want[d] for d in ctx.devices))
-        print(f"  clip: {info['frames']} frames at {info['rate']} fps, "
-              f"audio {'copied' if info['audio'] else 'none'}, made in {info['make_s']:.1f} s")
         for dev in ctx.devices:
-            if left() < 15:
-                rows += [{"device": dev, "temporal": t, "skipped": f"skipped: {max(left(), 0):.0f} s of the "
-                          "budget left"} for t in (True, False)]
-                continue
-            cals[dev] = cal = calibrate(dev)
-            first_frames = None
-            for temporal in (True, False):
-                target = want[dev] if first_frames is None else first_frames
-                n = frames_that_fit(cal, dev, target, temporal, left())
-                if not n:
-                    need = estimate_s(cal, dev, MIN_FRAMES, temporal)
-                    rows.append({"device": dev, "temporal": temporal,
-                                 "skipped": f"skipped: {MIN_FRAMES} frames need ~{need:.0f} s, "
-                                            f"{max(left(), 0):.0f} s left"})
+            for name, src, w_, h_, equirect, frames, frames_quick in ROWS:
+                want = (frames_quick if ctx.quick else frames)[dev]
+                if left() < 15:
+                    rows.append({"row": name, "device": dev, "temporal": True,
+                                 "skipped": f"skipped: {max(left(), 0):.0f} s of the budget left"})
                     continue
-                r = render(ctx, clip, tmp, dev, n, temporal)
-                if n < target:
-                    r["note"] = f"frames cut from {target} to {n} by the budget"
-                if first_frames is None and r.get("frames"):
-                    first_frames = r["frames"]
-                rows.append(r)
-                print(f"  [{ctx.budget.elapsed():6.1f} s] {dev} temporal {'on ' if temporal else 'off'} "
-                      f"{r.get('frames')} frames: " + (f"{r['fps']:.3f} fps, wall {r['wall_s']:.1f} s"
-                                                       if r.get("fps") else r.get("error", "")), flush=True)
+                clip = tmp / f"{src.stem}_{w_}x{h_}.mp4"
+                if not clip.exists():
+                    make_clip(clip, max((frames_quick if ctx.quick else frames)[d] for d in ctx.devices), src,
+                              (w_, h_))
+                cals[(dev, name)] = cal = calibrate(dev, (w_, h_), equirect)
+                comparisons = (True, False) if (w_, h_) == (W, H) else (True,)
+                first_frames = None
+                for temporal in comparisons:
+                    target = want if first_frames is None else first_frames
+                    n = frames_that_fit(cal, dev, target, temporal, left())
+                    if not n:
+                        need = estimate_s(cal, dev, MIN_FRAMES, temporal)
+                        rows.append({"row": name, "device": dev, "temporal": temporal,
+                                     "skipped": f"skipped: {MIN_FRAMES} frames need ~{need:.0f} s, "
+                                                f"{max(left(), 0):.0f} s left (est. "
+                                                f"{1 / (cal['frame_temporal_s'] + PER_FRAME_OVERHEAD_S[dev]):.3f}"
+                                                " fps steady)"})
+                        continue
+                    r = render(ctx, clip, tmp, dev, n, temporal, name=name, equirect=equirect)
+                    if n < target:
+                        r["note"] = f"frames cut from {target} to {n} by the budget"
+                    if first_frames is None and r.get("frames"):
+                        first_frames = r["frames"]
+                    rows.append(r)
+                    print(f"  [{ctx.budget.elapsed():6.1f} s] {dev} {name} temporal {'on ' if temporal else 'off'} "
+                          f"{r.get('frames')} frames: " + (f"{r['fps']:.3f} fps, wall {r['wall_s']:.1f} s"
+                                                           if r.get("fps") else r.get("error", "")), flush=True)
     ratios = print_report(rows, cals)
-    return {"rows": rows, "ratios": ratios, "calibration": cals, "goal_not_hidden": GOAL, "size": [W, H]}
+    return {"rows": rows, "ratios": ratios, "goal_not_hidden": GOAL,
+            "calibration": {f"{d} {n}": c for (d, n), c in cals.items()}}

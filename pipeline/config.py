@@ -46,7 +46,7 @@ class DreamCfg:
     octaves: int = _f(4, lo=1, hi=12)
     octave_scale: float = _f(1.4, lo=1.0, hi=4.0, lo_open=True)
     iterations: int = _f(10, lo=0, hi=1000)
-    step_size: float = _f(1.5, lo=0.0, hi=64.0, lo_open=True)
+    step_size: float = _f(1.65, lo=0.0, hi=64.0, lo_open=True)
     jitter: int = _f(32, lo=0, hi=512)
     tile: int = _f(512, lo=0, hi=8192)
     seed: int = _f(0, lo=0, hi=SEED_MAX)
@@ -77,7 +77,7 @@ class TemporalCfg:
     enabled: bool = _f(True)
     flow: Literal["dis", "farneback", "raft"] = _f("dis")
     blend: float = _f(0.9, lo=0.0, hi=1.0)
-    iterations: int = _f(3, lo=0, hi=1000)
+    iterations: int = _f(2, lo=0, hi=1000)
     hold: float = _f(0.3, lo=0.0, hi=1.0)  # per step, pull new detail back to the carried dream where flow is reliable
     steady: bool = _f(True)  # keep the dream's strength at its shot's first frame
     scene_cut: float = _f(SCENE_CUT_MIN_RELIABLE, lo=0.0, hi=1.0)

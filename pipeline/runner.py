@@ -30,7 +30,7 @@ from pipeline.music import TABLE_FILE, row_for, stored_table, table_json
 from pipeline.plan import VideoPlan, check_video_output, plan_video
 from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd, TemporalState
 from pipeline.step import dream_frame
-from pipeline.workers import consume, offer, produce, take
+from pipeline.workers import StageTimes, consume, offer, produce, take
 from stages.common import publish, write_atomic
 from stages.dream import quantize
 from stages.encode import join_segments
@@ -52,6 +52,7 @@ class RunStats:
     wait_output_s: float = 0.0  # dream blocked, waiting for the encoder
     finalize_s: float = 0.0
     resets: list[int] = field(default_factory=list)
+    stages: StageTimes = field(default_factory=StageTimes)  # the background threads' busy time
 
 
 def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
@@ -110,13 +111,13 @@ def _log_checksums(rec: FrameRecord, state: TemporalState, dreamed: np.ndarray) 
 class _Threads:
     """The decode/flow producer and the encode/checkpoint consumer around the main thread's dream."""
 
-    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, sink, p: Pass) -> None:
+    def __init__(self, src: Path, cfg: Config, plan: VideoPlan, sink, p: Pass, times: StageTimes) -> None:
         self.in_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.out_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.stop, self.errors = threading.Event(), []
-        self.producer = threading.Thread(target=produce, args=(src, cfg, plan, p, self.in_q, self.stop, self.errors),
-                                         name="decode+flow", daemon=True)
-        self.consumer = threading.Thread(target=consume, args=(sink, plan, self.out_q, self.stop, self.errors),
+        self.producer = threading.Thread(target=produce, name="decode+flow", daemon=True,
+                                         args=(src, cfg, plan, p, self.in_q, self.stop, self.errors, times))
+        self.consumer = threading.Thread(target=consume, args=(sink, plan, self.out_q, self.stop, self.errors, times),
                                          name="encode", daemon=True)
         self.producer.start()
         self.consumer.start()
@@ -147,7 +148,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
     if state.next_index and p.stop_index is None and not p.resets:
         log.info("resuming at frame %d (%d segments on disk)", state.next_index, len(sink.records))
     seg_frames = plan.segment_frames
-    threads = _Threads(src, cfg, plan, sink, p)
+    threads = _Threads(src, cfg, plan, sink, p, stats.stages)
     frame_s = float(1 / plan.rate)
     bar = tqdm(total=plan.frames_estimate, initial=state.next_index, unit="frame", desc="dream", disable=None,
                dynamic_ncols=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +27,15 @@ from stages.warp import consistency_mask, is_scene_cut
 
 POLL_S = 0.2
 BACKGROUND_NICE = 5
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds each background thread spent working (not waiting on a queue): the bench's split.
+    Each field has one writer thread."""
+    decode_s: float = 0.0
+    flow_s: float = 0.0  # flow, reliability masks, scene-cut test and stereo disparity
+    encode_s: float = 0.0  # encoding, segment close and commit
 
 
 def background_priority() -> None:
@@ -58,10 +69,11 @@ def take(q: queue.Queue, give_up: Callable[[], bool]):
 
 
 def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue, stop: threading.Event,
-            errors: list) -> None:
+            errors: list, times: StageTimes | None = None) -> None:
     """Decode frames [p.state.next_index, p.stop_index), then per eye: backward/forward flow, reliability mask
     and the scene-cut test."""
     background_priority()
+    times = times or StageTimes()
     try:
         dp, state, stop_index = plan.dream, p.state, p.stop_index
         est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
@@ -69,15 +81,20 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
         start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
         limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
         with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
-            for fr in r:
-                if stop.is_set():
-                    return
+            frames = iter(r)
+            while True:
+                t0 = time.perf_counter()
+                fr = next(frames, None)
+                times.decode_s += time.perf_counter() - t0
+                if fr is None or stop.is_set():
+                    break
                 fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
                 if stop_index is not None and fr.index >= stop_index:
                     break
                 motion, cut, disparity = None, "", None
+                t0 = time.perf_counter()
                 if dp.stereo_carry:
                     disparity = estimate_disparity(est, *eyes(fr.rgb, dp.stereo), wrap_x=dp.wrap_x)
                 if dp.temporal and prev is not None:
@@ -88,6 +105,7 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
                     is_cut, reason = is_scene_cut(motion[0][1], eyes(prev, dp.stereo)[0], eyes(fr.rgb, dp.stereo)[0],
                                                   min_reliable=dp.scene_cut)
                     cut = reason if is_cut else ""
+                times.flow_s += time.perf_counter() - t0
                 offer(in_q, FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, cut, disparity), stop.is_set)
                 prev = fr.rgb
     except BaseException as e:  # re-raised by the main thread
@@ -96,10 +114,12 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
         offer(in_q, END, stop.is_set)
 
 
-def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list) -> None:
+def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list,
+            times: StageTimes | None = None) -> None:
     """Encode frames into segment files; on a SegmentEnd, close the segment and commit it to `sink` (the run
     directory, or a scale-out chunk's collector)."""
     background_priority()
+    times = times or StageTimes()
     writer, temp, seg_no = None, None, 0
     first_index = first_pts = None
     count, end_time = 0, 0.0
@@ -108,6 +128,7 @@ def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, er
             item = out_q.get()
             if item is END:
                 break
+            t0 = time.perf_counter()
             if isinstance(item, DreamedFrame):
                 if writer is None:
                     seg_no = item.index // plan.segment_frames
@@ -124,6 +145,7 @@ def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, er
                 writer = None
                 sink.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
                                    end_time=end_time, state=item.state)
+            times.encode_s += time.perf_counter() - t0
     except BaseException as e:
         errors.append(e)
         stop.set()

@@ -153,21 +153,25 @@ def _torchvision_state_dict(name: str, enum) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def layer_table(name: str) -> tuple[LayerInfo, ...]:
-    """Channels and stride of every exposed layer, from a shape-only pass on the meta device."""
+    """Channels and stride of every exposed layer, from one pass over uninitialised weights.
+
+    Nothing runs on the meta device: its kernels import torch._dynamo and sympy, 5 s of every render's
+    start on a 2-core machine. The small default model is built on the CPU outright; the torchvision ones
+    on the meta device (no weight init), then given empty CPU storage."""
     check_model_name(name)
     if name == "efficientnet_lite0":
-        with torch.device("meta"):
-            stages, _ = efficientnet_lite0_stages()
-            net = FeatureNet(name, stages, [n for n, _ in stages])
+        stages, _ = efficientnet_lite0_stages()
+        net = FeatureNet(name, stages, [n for n, _ in stages])
     else:
         import torchvision.models as tv
 
         with torch.device("meta"):
             _, stages = _TORCHVISION[name][0](tv)
-            net = FeatureNet(name, stages, _exposed(stages))
+            net = FeatureNet(name, stages, _exposed(stages)).to_empty(device="cpu")
+    net.eval()
     size = 224 if name != "inception_v3" else 299
-    x = torch.zeros(1, 3, size, size, device="meta")
-    feats = net.features(x, net.exposed)
+    with torch.no_grad():
+        feats = net.features(torch.zeros(1, 3, size, size), net.exposed)
     # Valid (unpadded) convs shave a few pixels off Inception's maps: round the ratio to a power of two.
     return tuple(LayerInfo(n, int(feats[n].shape[1]), 2 ** round(math.log2(size / int(feats[n].shape[-1]))))
                  for n in net.exposed)

@@ -102,3 +102,16 @@ def run_inprocess(argv: list, capfd) -> tuple[int, str, str]:
         root.setLevel(level)
     out, err = capfd.readouterr()
     return rc, out, err
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test` runs on two xdist workers (`--dist loadgroup`). The Ray renders share one worker and one
+    local cluster (two clusters would fight over two cores), and they go first: they are the longest chain,
+    so the other worker takes the rest meanwhile instead of waiting on them at the end."""
+    def ray_render(item) -> bool:
+        return item.nodeid.startswith("tests/test_scale.py") and item.get_closest_marker("slow") is not None
+
+    for item in items:
+        if ray_render(item):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+    items.sort(key=lambda item: 0 if ray_render(item) else 1)  # stable: every other order is kept
