@@ -75,9 +75,8 @@ def keyframe_zones(gop: int, frames: int, ramp: tuple[float, ...]) -> str:
     """x264/x265 zones that raise the bitrate of the frames before each key frame along `ramp`.
 
     Dreamed texture is high-frequency everywhere: P- and B-frames smooth it along the motion while a key
-    frame codes it afresh, so without this the picture jumps once per GOP (measured on the demo: a warp
-    error 3.4× the median at each key frame, 1.6× with the ramp, in a file no larger than before the
-    steadier dream). The last frames of a GOP converge on the dream, and the key frame meets them there.
+    frame codes it afresh, so without this the picture jumps once per GOP. The last frames of a GOP
+    converge on the dream, and the key frame meets them there (numbers: pipeline/presets.py).
     """
     zones = []
     for key in range(gop, frames + gop, gop):

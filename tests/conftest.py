@@ -104,6 +104,7 @@ def run_inprocess(argv: list, capfd) -> tuple[int, str, str]:
     return rc, out, err
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items) -> None:
     """`make test` runs on two xdist workers (`--dist loadgroup`). The Ray renders share one worker and one
     local cluster (two clusters would fight over two cores), and they go first: they are the longest chain,
