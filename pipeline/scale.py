@@ -11,7 +11,10 @@ committed. Chunk planning: `pipeline/chunks.py`.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -72,28 +75,35 @@ class ChunkSink:
 class ChunkWorker:
     """A Ray actor's body: the model stays loaded, chunks come one at a time."""
 
-    def __init__(self, src: str, cfg: dict, plan: VideoPlan, times: tuple[float, ...], threads: int) -> None:
+    def __init__(self, src: str, cfg: dict, plan: VideoPlan, threads: int) -> None:
         import cv2
         import torch
 
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
-        self.src, self.cfg, self.plan, self.times = Path(src), from_dict(cfg), plan, times
+        self.src, self.cfg, self.plan = Path(src), from_dict(cfg), plan
         self.engine = DreamEngine(self.cfg)
+
+        self.progress: tuple[int, int] = (-1, 0)  # (chunk, frames done): read by `done` from another thread
 
     def pid(self) -> int:
         return os.getpid()
 
-    def render(self, chunk: Chunk, progress) -> dict:
+    def done(self) -> tuple[int, int]:
+        """The chunk in hand and its frames done; answered while `render` runs (a threaded actor)."""
+        return self.progress
+
+    def render(self, chunk: Chunk, seek_time: float) -> dict:
+        """Render `chunk`, whose first frame (its warm start) lies `seek_time` seconds into the stream."""
         p = Pass(TemporalState(chunk.warm_start), chunk.end, encode_from=chunk.start,
                  encode_until=chunk.encode_until, capture=chunk.capture, resets=frozenset(chunk.resets),
-                 seek=(self.times[chunk.warm_start], chunk.warm_start))
+                 seek=(seek_time, chunk.warm_start))
         sink, stats = ChunkSink(), RunStats()
+        self.progress = (chunk.number, 0)
 
         def on_frame(index: int, _: float) -> None:
-            if progress is not None and ((index - chunk.warm_start) % 5 == 4 or index + 1 == chunk.end):
-                progress.set.remote(chunk.number, index + 1 - chunk.warm_start)
+            self.progress = (chunk.number, index + 1 - chunk.warm_start)
 
         try:
             captured = render_pass(self.src, self.cfg, self.plan, sink, self.engine, p, stats, on_frame)
@@ -104,13 +114,15 @@ class ChunkWorker:
 
 
 class Progress:
-    """Frames done per chunk (a retried chunk counts from 0 again; the bar shows the maximum)."""
+    """Frames done across the workers for the one bar: finished chunks, plus what each worker reports of
+    the chunk in hand (a retried chunk counts from 0 again; the bar keeps its maximum)."""
 
     def __init__(self) -> None:
         self.done: dict[int, int] = {}
 
     def set(self, chunk: int, frames: int) -> None:
-        self.done[chunk] = max(frames, self.done.get(chunk, 0))
+        if chunk >= 0:
+            self.done[chunk] = max(frames, self.done.get(chunk, 0))
 
     def total(self) -> int:
         return sum(self.done.values())
@@ -123,37 +135,72 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
     ray = import_ray()
     plan = plan_video(src, cfg)
     DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
-    sv = survey(src, start=cfg.video.start, max_frames=cfg.video.max_frames, scene_cut=cfg.temporal.scene_cut)
-    chunks = plan_chunks(len(sv.times), sv.cuts, segment=plan.segment_frames,
-                         target=round(cfg.scale.chunk_seconds * float(plan.rate)), warmup=cfg.scale.warmup_frames)
-    log.info("%d frames in %d chunks (%d scene cuts); overlaps of %d frames", len(sv.times), len(chunks),
-             len(sv.cuts), max((c.head_overlap for c in chunks), default=0))
-    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
-                      stream=plan.stream_info(), restart=restart)
     stats = RunStats()
-    try:
-        plan = keep_params(run, plan)
-        (run.path / "overlaps").mkdir(exist_ok=True)
-        todo = [c for c in chunks if not _chunk_done(run, c)]
-        if len(todo) < len(chunks):
-            log.info("resuming: %d of %d chunks already committed", len(chunks) - len(todo), len(chunks))
-        if todo:
-            _render_chunks(ray, src, cfg, plan, sv, chunks, todo, run, stats)
-        for c in chunks:
-            _compose(src, plan, sv, chunks, c, run)
-        t0 = time.perf_counter()
-        finalize(src, dst, cfg, plan, run)
-        stats.finalize_s = time.perf_counter() - t0
-    except BaseException:
-        if not any(run.records):
-            run.remove()
-        raise
-    finally:
-        run.close()
+    surveyed = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="survey").submit(
+        survey, src, start=cfg.video.start, max_frames=cfg.video.max_frames, scene_cut=cfg.temporal.scene_cut)
+    with _cluster(ray, cfg) as (n_workers, gpw):
+        # The workers load their model while the driver surveys the input.
+        # max_concurrency 2: `done` is answered while `render` runs. No separate progress actor: an idle
+        # Ray actor process costs ~20 % of a core in polling, a tenth of a 2-core machine.
+        actor = ray.remote(ChunkWorker).options(num_cpus=cfg.scale.cpus_per_worker, num_gpus=gpw,
+                                                max_restarts=-1, max_task_retries=-1, max_concurrency=2)
+        workers = [actor.remote(str(src.resolve()), to_dict(cfg), plan, cfg.scale.cpus_per_worker)
+                   for _ in range(n_workers)]
+        sv = surveyed.result()  # decoded while Ray started
+        chunks = plan_chunks(len(sv.times), sv.cuts, segment=plan.segment_frames, warmup=cfg.scale.warmup_frames,
+                             target=balanced_target(len(sv.times), cfg.scale.chunk_seconds * float(plan.rate),
+                                                    n_workers))
+        log.info("%d frames in %d chunks (%d scene cuts); overlaps of %d frames; %d Ray workers (%d CPU, %g GPU "
+                 "each)", len(sv.times), len(chunks), len(sv.cuts), max((c.head_overlap for c in chunks), default=0),
+                 n_workers, cfg.scale.cpus_per_worker, gpw)
+        run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
+                          stream=plan.stream_info(), restart=restart)
+        try:
+            plan = keep_params(run, plan)
+            (run.path / "overlaps").mkdir(exist_ok=True)
+            todo = [c for c in chunks if not _chunk_done(run, c)]
+            if len(todo) < len(chunks):
+                log.info("resuming: %d of %d chunks already committed", len(chunks) - len(todo), len(chunks))
+            if todo:
+                _render_chunks(ray, workers, src, plan, sv, chunks, todo, run, stats)
+            for c in chunks:
+                _compose(src, plan, sv, chunks, c, run)
+            t0 = time.perf_counter()
+            finalize(src, dst, cfg, plan, run)
+            stats.finalize_s = time.perf_counter() - t0
+        except BaseException:
+            if not any(run.records):
+                run.remove()
+            raise
+        finally:
+            run.close()
     stats.wall_s = time.perf_counter() - t_start
     log.info("wrote %s: %d frames dreamed on Ray in %.1f s (%.2f fps)", dst, stats.frames, stats.wall_s,
              len(sv.times) / max(stats.wall_s, 1e-9))
     return stats
+
+
+def balanced_target(frames: int, target: float, workers: int) -> int:
+    """The chunk length: about `target` frames, but as many chunks as a whole number of rounds of the
+    workers, so that none idles through the last round (200 frames, 2 workers, 10 s chunks: 2 × 100)."""
+    rounds = math.ceil(math.ceil(frames / max(1.0, target)) / workers)
+    return max(1, math.ceil(frames / (rounds * workers)))
+
+
+@contextlib.contextmanager
+def _cluster(ray, cfg: Config):
+    """Ray for this render: the cluster at `scale.address`, or a local one started here and stopped after.
+    Yields (workers, GPUs per worker)."""
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": cfg.scale.address} if cfg.scale.address else \
+            {"num_cpus": (cfg.scale.workers or 1) * cfg.scale.cpus_per_worker, "include_dashboard": False}
+        ray.init(log_to_driver=False, configure_logging=False, **kw)
+    try:
+        yield _workers(ray, cfg)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _segments(a: int, b: int, segment: int) -> range:
@@ -182,45 +229,43 @@ def _workers(ray, cfg: Config) -> tuple[int, float]:
     return n, per
 
 
-def _render_chunks(ray, src: Path, cfg: Config, plan: VideoPlan, sv: Survey, chunks: list[Chunk],
+def _render_chunks(ray, workers: list, src: Path, plan: VideoPlan, sv: Survey, chunks: list[Chunk],
                    todo: list[Chunk], run: RunDir, stats: RunStats) -> None:
-    cpw = cfg.scale.cpus_per_worker
-    started = not ray.is_initialized()
-    if started:
-        kw = {"address": cfg.scale.address} if cfg.scale.address else \
-            {"num_cpus": (cfg.scale.workers or 1) * cpw, "include_dashboard": False}
-        ray.init(log_to_driver=False, configure_logging=False, **kw)
+    progress = Progress()
+    queue, running = list(todo), {}
+    total = sum(c.frames for c in todo)
+    bar = tqdm(total=total, unit="frame", desc="dream", disable=None, dynamic_ncols=True)
+
+    def start(w) -> None:
+        c = queue.pop(0)
+        running[w.render.remote(c, sv.times[c.warm_start])] = (w, c, time.perf_counter())
+
     try:
-        n, gpw = _workers(ray, cfg)
-        # No runtime_env: setting one up costs each actor minutes; threads are set in the actor instead.
-        actor = ray.remote(ChunkWorker).options(num_cpus=cpw, num_gpus=gpw, max_restarts=-1, max_task_retries=-1)
-        progress = ray.remote(Progress).options(num_cpus=0).remote()
-        workers = [actor.remote(str(src.resolve()), to_dict(cfg), plan, sv.times, cpw)
-                   for _ in range(min(n, len(todo)))]
-        log.info("%d Ray workers (%d CPU, %g GPU each)", len(workers), cpw, gpw)
-        queue, running = list(todo), {}
-        total = sum(c.frames for c in todo)
-        bar = tqdm(total=total, unit="frame", desc="dream", disable=None, dynamic_ncols=True)
-        try:
-            for w in workers:
+        for w in workers[:len(queue)]:
+            start(w)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                w, c, t0 = running.pop(ref)
+                result = ray.get(ref)
+                log.info("chunk %d: %d frames in %.1f s on a worker (%.1f s dreaming)", c.number, result["frames"],
+                         time.perf_counter() - t0, result["dream_s"])
+                progress.set(c.number, result["frames"])
+                _ingest(run, c, result, stats)
+                _compose(src, plan, sv, chunks, c, run)
                 if queue:
-                    c = queue.pop(0)
-                    running[w.render.remote(c, progress)] = (w, c)
-            while running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
-                bar.update(min(total, ray.get(progress.total.remote())) - bar.n)
-                for ref in ready:
-                    w, c = running.pop(ref)
-                    _ingest(run, c, ray.get(ref), stats)
-                    _compose(src, plan, sv, chunks, c, run)
-                    if queue:
-                        nxt = queue.pop(0)
-                        running[w.render.remote(nxt, progress)] = (w, nxt)
-        finally:
-            bar.close()
+                    start(w)
+            busy = [w for w, *_ in running.values()]
+            if busy:
+                done, _ = ray.wait([w.done.remote() for w in busy], num_returns=len(busy), timeout=POLL_S)
+                for ref in done:
+                    try:
+                        progress.set(*ray.get(ref))
+                    except Exception:  # the worker died; Ray restarts it and retries its chunk
+                        pass
+            bar.update(min(total, progress.total()) - bar.n)
     finally:
-        if started:
-            ray.shutdown()
+        bar.close()
 
 
 def _ingest(run: RunDir, c: Chunk, result: dict, stats: RunStats) -> None:

@@ -4,6 +4,7 @@ bad input and Ray missing."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import signal
 import subprocess
@@ -51,6 +52,16 @@ def test_chunks_cover_every_frame_once_on_segment_boundaries(frames, cuts):
 def test_boundaries_prefer_scene_cuts():
     chunks = plan_chunks(600, [140, 455], segment=10, target=150, warmup=30)
     assert [c.start for c in chunks] == [0, 140, 290, 460]  # cuts within half a chunk of the target win
+
+
+@pytest.mark.parametrize("frames, target, workers, want", [(200, 300, 2, 100), (200, 60, 2, 50), (1000, 300, 4, 250),
+                                                           (5, 300, 8, 1), (9000, 300, 64, 141)])
+def test_chunks_come_in_whole_rounds_of_the_workers(frames, target, workers, want):
+    from pipeline.scale import balanced_target
+
+    got = balanced_target(frames, target, workers)
+    assert got == want
+    assert math.ceil(frames / got) % workers == 0 or frames < workers
 
 
 def test_crossfade_ramps_from_the_earlier_chunk_to_the_later():
