@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stages.common import InputError
+from stages.decode import open_media, short_error
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,6 @@ def frame_times(pts: Iterable[int], time_base: Fraction, origin: int = 0) -> np.
 
 # ------------------------------------------------------------------------------------------- decoding
 
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:160]
-
-
 def read_audio(path, *, rate: int = ANALYSIS_RATE) -> tuple[Iterator[np.ndarray], float]:
     """Open `path`'s first audio stream → (mono float32 chunks at `rate`, start time in seconds).
 
@@ -115,13 +112,7 @@ def read_audio(path, *, rate: int = ANALYSIS_RATE) -> tuple[Iterator[np.ndarray]
         raise InputError(f"audio file not found: {p}")
     if not p.is_file():
         raise InputError(f"not an audio file: {p}")
-    try:
-        container = av.open(str(p), "r")
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {p.name} as audio ({_short(e)})") from e
-    if not container.streams.audio:
-        container.close()
-        raise InputError(f"{p.name} has no audio stream")
+    container = open_media(p, "audio")
     stream = container.streams.audio[0]
     frames = _decoded(container, stream, p.name)
     first = next(frames, None)
@@ -140,12 +131,12 @@ def _decoded(container, stream, name: str):
         except StopIteration:
             return
         except av.FFmpegError as e:
-            log.warning("%s: audio ends early, file looks truncated or damaged (%s)", name, _short(e))
+            log.warning("%s: audio ends early, file looks truncated or damaged (%s)", name, short_error(e))
             break
         try:
             yield from packet.decode()
         except av.FFmpegError as e:
-            log.warning("%s: skipping undecodable audio packet (%s)", name, _short(e))
+            log.warning("%s: skipping undecodable audio packet (%s)", name, short_error(e))
     try:
         yield from stream.codec_context.decode(None)
     except av.FFmpegError:
@@ -335,7 +326,7 @@ def envelope(path, feature: str = "onset", *, attack: float = 0.01, release: flo
     try:
         return analyse(chunks, feature, attack=attack, release=release, t0=t0)
     except av.FFmpegError as e:
-        raise InputError(f"cannot decode the audio of {Path(path).name} ({_short(e)})") from e
+        raise InputError(f"cannot decode the audio of {Path(path).name} ({short_error(e)})") from e
 
 
 __all__ = ["FEATURES", "ANALYSIS_RATE", "FRAME_RATE", "Envelope", "frame_times", "read_audio",

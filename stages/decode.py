@@ -46,18 +46,21 @@ def _check_path(path) -> Path:
     return p
 
 
-def _open(p: Path):
+def open_media(p: Path, kind: str = "video"):
+    """An open container with at least one `kind` ("video" or "audio") stream, or one InputError line."""
     try:
         container = av.open(str(p), "r")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read {p.name} as media ({_short(e)})") from e
-    if not container.streams.video:
+        raise InputError(f"cannot read {p.name} as {'media' if kind == 'video' else kind} ({short_error(e)})") \
+            from e
+    if not getattr(container.streams, kind):
         container.close()
-        raise InputError(f"{p.name} has no video stream")
+        raise InputError(f"{p.name} has no {kind} stream")
     return container
 
 
-def _short(e: Exception) -> str:
+def short_error(e: Exception) -> str:
+    """An exception as one short line (FFmpeg's messages can span lines)."""
     return " ".join(str(e).split())[:160]
 
 
@@ -110,7 +113,7 @@ class VideoReader:
             raise InputError(f"max_side must be >= 2, got {max_side}")
         self._container = None
         self.path = _check_path(path)
-        self._container = _open(self.path)
+        self._container = open_media(self.path)
         self._stream = stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         self.time_base: Fraction = Fraction(stream.time_base)
@@ -168,12 +171,13 @@ class VideoReader:
             except StopIteration:
                 return  # the demuxer's own flush packet has drained the decoder
             except av.FFmpegError as e:
-                log.warning("%s: stream ends early, file looks truncated or damaged (%s)", self.path.name, _short(e))
+                log.warning("%s: stream ends early, file looks truncated or damaged (%s)", self.path.name,
+                            short_error(e))
                 break
             try:
                 yield from packet.decode()
             except av.FFmpegError as e:
-                log.warning("%s: skipping undecodable packet (%s)", self.path.name, _short(e))
+                log.warning("%s: skipping undecodable packet (%s)", self.path.name, short_error(e))
         try:
             yield from stream.codec_context.decode(None)
         except av.FFmpegError:
@@ -238,7 +242,7 @@ def scan_times(path, *, start: float = 0.0, max_frames: int | None = None) -> tu
     whose packets carry no pts is decoded instead."""
     with VideoReader(path) as r:
         origin, tb = r.origin, r.time_base  # as the reader counts them
-    container = _open(_check_path(path))
+    container = open_media(_check_path(path))
     try:
         pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
     except av.FFmpegError:

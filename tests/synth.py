@@ -231,3 +231,17 @@ def make_kick_clip(path, *, seconds: float = 4.0, bpm: float = 120.0, offset: fl
         out.mux(vs.encode(None))
         _mux_tone(out, astream, kick_track(float(frames / rate), bpm, offset=offset, seed=seed))
     return path
+
+
+def write_clip(path: Path, frames: list[np.ndarray], rate: int = 30, crf: int = 12) -> Path:
+    """`frames` (RGB uint8) as an H.264 clip, pts 0, 1, 2 …; crf 0: lossless 4:4:4 (odd sizes allowed)."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.height, vs.width = frames[0].shape[:2]
+        vs.pix_fmt, vs.options = ("yuv444p", {"qp": "0"}) if crf == 0 else ("yuv420p", {"crf": str(crf)})
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    return path

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,7 +12,7 @@ from pipeline.preview import STRIP_FRAMES, TILE
 from stages.spherical_meta import inject_spherical
 from stages.views import LABEL_H, ROW_LABEL_W, look_around
 from tests.conftest import run_inprocess
-from tests.synth import make_clip
+from tests.synth import make_clip, write_clip
 
 GAP = 4
 
@@ -41,22 +39,9 @@ def sheet_size(rows: int, tiles: int, tile_h: int, tile_w: int = TILE) -> tuple[
     return ROW_LABEL_W + tiles * tile_w + (tiles - 1) * GAP, rows * (tile_h + LABEL_H + GAP)
 
 
-def _clip(path: Path, frames: list[np.ndarray]) -> Path:
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=10)
-        vs.height, vs.width = frames[0].shape[:2]
-        vs.pix_fmt, vs.options = "yuv444p", {"qp": "0"}
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            out.mux(vs.encode(f))
-        out.mux(vs.encode(None))
-    return path
-
-
 def test_stereo_360_sheet_has_a_row_per_eye_and_source_rows(tmp_path, capfd):
     eye = quadrants()
-    plain = _clip(tmp_path / "plain.mp4", [np.concatenate([eye, eye])] * 3)
+    plain = write_clip(tmp_path / "plain.mp4", [np.concatenate([eye, eye])] * 3, rate=10, crf=0)
     src = tmp_path / "tb.mp4"
     inject_spherical(plain, src, stereo="top-bottom")
     out = tmp_path / "sheet.png"

@@ -23,6 +23,7 @@ from pipeline.step import dream_frame
 from stages.dream import quantize
 from stages.metrics import pole_stats, seam_stats
 from stages.spherical_meta import inject_spherical, read_spherical
+from tests.synth import write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 ROOM_JPG = ROOT / "sample_media" / "testRoom1_2kMono.jpg"
@@ -38,19 +39,6 @@ def periodic_texture(h: int, w: int, seed: int) -> np.ndarray:
     tex = tex[:, w:2 * w]  # the middle copy: its left and right edges continue each other
     fade = np.cos(np.linspace(-np.pi / 2, np.pi / 2, h))[:, None, None] ** 0.5
     return np.clip(tex * fade + 128 * (1 - fade), 0, 255).astype(np.uint8)
-
-
-def write_clip(path: Path, frames: list[np.ndarray], rate: int = 30, crf: int = 12) -> Path:
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=rate)
-        vs.height, vs.width = frames[0].shape[:2]
-        vs.pix_fmt, vs.options = ("yuv444p", {"qp": "0"}) if crf == 0 else ("yuv420p", {"crf": str(crf)})
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i
-            out.mux(vs.encode(f))
-        out.mux(vs.encode(None))
-    return path
 
 
 def decoded(path: Path) -> list[np.ndarray]:
