@@ -142,6 +142,7 @@ def test_subprocess_bad_input_is_one_error_line(subprocess_runs):
 # --------------------------------------------------------------------------------- in-process runs
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_different(tmp_path, capfd):
     outs = {}
     for name, extra in (("a", []), ("b", []), ("c", ["--set", "dream.seed=1"])):
@@ -152,6 +153,7 @@ def test_same_seed_same_bytes_other_seed_different(tmp_path, capfd):
     assert outs["a"] != outs["c"]
 
 
+@pytest.mark.slow
 def test_rerun_from_the_written_config_reproduces_the_output(tmp_path, capfd):
     first = tmp_path / "first.png"
     rc, *_ = run_inprocess(["image", CHELSEA, first, *FAST, "--set", "dream.layers={block6: 0.5, block9: 1}"],
@@ -167,6 +169,7 @@ def test_rerun_from_the_written_config_reproduces_the_output(tmp_path, capfd):
 
 @pytest.mark.parametrize("ext, fmt", [(".png", "PNG"), (".jpg", "JPEG"), (".JPEG", "JPEG"),
                                       (".webp", "WEBP")])
+@pytest.mark.slow
 def test_output_formats(tmp_path, capfd, ext, fmt):
     if fmt == "WEBP" and not features.check("webp"):
         pytest.skip("this Pillow has no WebP support")
@@ -179,6 +182,7 @@ def test_output_formats(tmp_path, capfd, ext, fmt):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, out.name + ".yaml"])
 
 
+@pytest.mark.slow
 def test_relative_output_path(tmp_path, capfd, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, _, err = run_inprocess(["image", CHELSEA, "rel.jpg", *FAST], capfd)
@@ -186,6 +190,7 @@ def test_relative_output_path(tmp_path, capfd, monkeypatch):
     assert (tmp_path / "rel.jpg").is_file() and (tmp_path / "rel.jpg.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_dream_changes_the_image(media, tmp_path, capfd):
     out = tmp_path / "o.png"
     rc, *_ = run_inprocess(["image", media["small_png"], out, *FAST], capfd)
@@ -196,6 +201,7 @@ def test_dream_changes_the_image(media, tmp_path, capfd):
     assert 0.3 < np.abs(dst - src).mean() < 40, np.abs(dst - src).mean()
 
 
+@pytest.mark.slow
 def test_exif_orientation_is_applied(media, tmp_path, capfd):
     out = tmp_path / "o.png"
     rc, _, err = run_inprocess(["image", media["exif6"], out, *FAST], capfd)
@@ -208,6 +214,7 @@ def test_exif_orientation_is_applied(media, tmp_path, capfd):
     assert not (top_left[0] > top_left[1] + 60 and top_left[0] > top_left[2] + 60), top_left
 
 
+@pytest.mark.slow
 def test_rgba_png_keeps_alpha(media, tmp_path, capfd):
     out = tmp_path / "o.png"
     rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST], capfd)
@@ -217,6 +224,7 @@ def test_rgba_png_keeps_alpha(media, tmp_path, capfd):
         assert np.array_equal(np.asarray(im)[..., 3], np.asarray(src)[..., 3])
 
 
+@pytest.mark.slow
 def test_rgba_alpha_follows_a_downscale(media, tmp_path, capfd):
     out = tmp_path / "o.png"
     rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST, "--set", "input.max_side=32"], capfd)
@@ -227,6 +235,7 @@ def test_rgba_alpha_follows_a_downscale(media, tmp_path, capfd):
         assert np.abs(np.asarray(im.getchannel("A"), dtype=int) - want).max() <= 2
 
 
+@pytest.mark.slow
 def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
     ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
     src = tmp_path / "gray16.png"
@@ -241,6 +250,7 @@ def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
     assert np.abs(got - want).mean() < 2.0, f"mean output {got.mean():.1f}, expected {want.mean():.1f}"
 
 
+@pytest.mark.slow
 def test_rgba_to_jpeg_drops_alpha_with_a_note(media, tmp_path, capfd):
     out = tmp_path / "o.jpg"
     rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST], capfd)
@@ -320,6 +330,7 @@ def test_output_dir_not_writable(tmp_path, capfd):
         outdir.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_torchvision_model_without_weights_offline(tmp_path, capfd, monkeypatch):
     """Not a config error (it fails when the weights are fetched); still exit 2 with one error line."""
     import torch

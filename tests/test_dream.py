@@ -213,6 +213,7 @@ def test_tile_not_smaller_than_image_gives_the_untiled_gradient_exactly(lite0, c
 TILED_MIN_COS, TILED_MAX_REL = 0.85, 0.55
 
 
+@pytest.mark.slow
 def test_tiled_gradient_agrees_with_untiled(lite0, chelsea_tensor):
     x = chelsea_tensor(192, 192)
     obj = D.Objective({"block9": 1.0})
@@ -344,6 +345,7 @@ def _matching_roll(x, out, net, obj, wrap_x: bool, j: int) -> tuple[int, int]:
     return best[0]
 
 
+@pytest.mark.slow
 def test_jitter_on_equirect_frames_only_rolls_horizontally(lite0, chelsea_tensor):
     """Each ascent step is identified with the one (dy, dx) roll that reproduces it exactly; on wrap_x
     frames dy is always 0 (a vertical roll would glue the poles together), on flat frames it varies."""

@@ -145,6 +145,7 @@ def test_raft_rejects_foreign_checkpoint(tmp_path) -> None:
         FlowEstimator("raft", weights=path)
 
 
+@pytest.mark.slow
 def test_raft_runs_from_local_checkpoint(tmp_path, monkeypatch) -> None:
     """Untrained weights only check loading, padding to /8, shapes and the hub-dir lookup, not accuracy."""
     import torch

@@ -86,6 +86,7 @@ def test_decompression_bomb_is_a_user_error(tmp_path, capfd):
     nothing_written(tmp_path, before)
 
 
+@pytest.mark.slow
 def test_still_and_sidecar_have_normal_permissions(tmp_path, capfd):
     dst = tmp_path / "o.png"
     rc, _, err = run_inprocess(["image", CHELSEA, dst, "--set", "input.max_side=48", "--set", "dream.octaves=1",
@@ -128,6 +129,7 @@ def test_errors_found_at_model_load_leave_no_run_dir(tmp_path, capfd):
     assert rc == 0, err
 
 
+@pytest.mark.slow
 def test_a_file_where_the_run_dir_goes_is_a_user_error(tmp_path, capfd):
     src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=2, audio=False)
     dst = tmp_path / "o.mp4"
@@ -260,6 +262,7 @@ def test_a_touched_input_still_resumes_and_a_changed_one_says_what_changed(clip,
     assert rc == 0 and "resuming at frame 4" in err, err
 
 
+@pytest.mark.slow
 def test_state_thinning_keeps_recent_states_and_few_milestones(tmp_path):
     src = tmp_path / "in.bin"
     src.write_bytes(b"x" * 100)

@@ -34,6 +34,7 @@ def empty_torch_home(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------ weights wired
 
 
+@pytest.mark.slow
 def test_lite0_classifies_chelsea_as_a_cat(chelsea_rgb):
     from stages.dream import to_tensor
 
@@ -76,6 +77,7 @@ def test_cli_layers_lists_blocks_and_marks_default(capsys):
     assert rows["block15"][2:].split() == ["block15", "320", "32"]
 
 
+@pytest.mark.slow
 def test_cli_layers_googlenet_needs_no_weights(capsys, empty_torch_home):
     assert cli_main(["layers", "--model", "googlenet"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -112,6 +114,7 @@ def test_torchvision_offline_without_weights_is_one_line_input_error(empty_torch
     assert str(empty_torch_home) in msg  # says where the file would be looked for
 
 
+@pytest.mark.slow
 def test_torchvision_local_state_dict_loads(tmp_path):
     sd = _rand_googlenet_state_dict()
     path = tmp_path / "googlenet_random.pth"
@@ -137,6 +140,7 @@ def test_torchvision_local_state_dict_loads(tmp_path):
     assert torch.allclose(f, h, rtol=1e-4, atol=1e-4 * h.abs().max().item())
 
 
+@pytest.mark.slow
 def test_wrapped_checkpoint_and_module_prefix_load(tmp_path):
     """Checkpoints saved as {'state_dict': ...} with DataParallel's 'module.' prefix load too."""
     sd = _rand_googlenet_state_dict()
@@ -148,6 +152,7 @@ def test_wrapped_checkpoint_and_module_prefix_load(tmp_path):
 
 @pytest.mark.parametrize("case", ["garbage", "text", "missing", "other_model", "wrong_shape", "not_a_dict",
                                   "googlenet_into_lite0"])
+@pytest.mark.slow
 def test_bad_weights_file_is_input_error(tmp_path, case):
     path = tmp_path / "w.pth"
     name = "googlenet"
@@ -246,6 +251,7 @@ def test_wrap_x_only_changes_columns_near_the_edges(lite0, chelsea_tensor):
     assert not torch.allclose(a[..., :1], b[..., :1], atol=1e-2 * a.abs().max().item())
 
 
+@pytest.mark.slow
 def test_forward_logits_do_not_depend_on_a_previous_wrap_x_call(chelsea_rgb):
     from stages.dream import to_tensor
 

@@ -173,6 +173,7 @@ def test_schedule_hook_takes_the_sphere_step(lite0):
     assert D.Schedule().sphere is None  # off unless the plan asks for it
 
 
+@pytest.mark.slow
 def test_same_seed_same_dream_other_seed_differs(lite0):
     x = tensor(room(128))
     sch = D.Schedule(octaves=2, iterations=3, equirect=True, wrap_x=True, sphere=S.SphereSpec())
@@ -182,6 +183,7 @@ def test_same_seed_same_dream_other_seed_differs(lite0):
     assert (D.quantize(D.to_array(a)) != D.quantize(D.to_array(c))).mean() > 0.1
 
 
+@pytest.mark.slow
 def test_stereo_eyes_share_the_rotation(lite0):
     eye = tensor(room(128))
     sch = D.Schedule(octaves=2, iterations=2, equirect=True, wrap_x=True, sphere=S.SphereSpec())

@@ -120,6 +120,7 @@ def test_disparity_recovers_a_known_shift() -> None:
     assert disp.reliable_share > 0.9
 
 
+@pytest.mark.slow
 def test_disparity_on_the_sample_is_close_to_ground_truth(clip) -> None:
     """Full-size eyes (512×256) of the committed clip against the generator's ground truth."""
     gm = _generator()

@@ -146,6 +146,7 @@ def test_stereo_layout_and_metadata_survive(tmp_path: Path, layout: str, shape, 
     assert np.abs(out).mean() > 2
 
 
+@pytest.mark.slow
 def test_stereo_eyes_share_jitter_and_seed() -> None:
     eye = periodic_texture(64, 128, seed=2)
     cfg = load_config("default", ["dream.octaves=2", "dream.iterations=3"])

@@ -36,6 +36,7 @@ def report(r: np.ndarray) -> dict:
     return M.pole_report(z, z + (r if r.ndim == 3 else r[..., None]))
 
 
+@pytest.mark.slow
 def test_isotropic_texture_reads_one_everywhere():
     """Measured over 3 seeds at 128×256: anisotropy 0.98–1.10 on the sphere, 1.35–1.55 on the view
     plane (the perspective rim), strength 0.95–1.05."""
@@ -67,12 +68,14 @@ def test_texture_isotropic_in_equirect_pixels_is_pinched_at_the_poles():
     assert rep["aniso_horizon"] < 1.3, rep
 
 
+@pytest.mark.slow
 def test_muted_poles_show_in_the_strength():
     lat = (0.5 - (np.arange(H) + 0.5) / H) * np.pi
     rep = report(sphere_field(H, W, 0) * np.cos(lat)[:, None].astype(np.float32))
     assert rep["strength_up"] < 0.75 and rep["strength_down"] < 0.75, rep  # measured 0.57 / 0.61 at 256×512
 
 
+@pytest.mark.slow
 def test_seam_of_a_periodic_residual_is_like_any_column_and_a_cut_shows():
     """Averaged over yaw rolls (one seam is a few hundred rows: null_std ≈ 0.1)."""
     src = cv2.GaussianBlur(np.random.default_rng(1).uniform(0, 255, (H, W, 3)).astype(np.float32), (0, 0), 2)
@@ -90,6 +93,7 @@ def test_seam_of_a_periodic_residual_is_like_any_column_and_a_cut_shows():
     assert np.mean(cut) > 2.0, cut
 
 
+@pytest.mark.slow
 def test_seam_is_matched_on_the_source_structure():
     """A source edge lies on the seam and the dream follows source edges: the plain seam ÷ interior ratio
     blames the seam, the structure-matched one does not (an equal edge at W/2 sets the expectation)."""
