@@ -53,8 +53,10 @@ def import_ray():
 class ChunkSink:
     """Where a worker's render pass puts its segments: a temp dir, read back into bytes for the driver."""
 
+    PREFIX = "deepdream-chunk-"
+
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="deepdream-chunk-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-"))
         self.records: list = []
         self.segments: list[tuple[int, bytes, dict]] = []
 
@@ -71,6 +73,24 @@ class ChunkSink:
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    @classmethod
+    def sweep(cls) -> None:
+        """Remove the temp dirs of workers on this machine that were killed mid-chunk (their pid is gone)."""
+        for d in Path(tempfile.gettempdir()).glob(f"{cls.PREFIX}*-*"):
+            pid = d.name[len(cls.PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
 
 class ChunkWorker:
     """A Ray actor's body: the model stays loaded, chunks come one at a time."""
@@ -82,6 +102,7 @@ class ChunkWorker:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
+        ChunkSink.sweep()  # a restarted worker clears what the killed one left
         self.src, self.cfg, self.plan = Path(src), from_dict(cfg), plan
         self.engine = DreamEngine(self.cfg)
 

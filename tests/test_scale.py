@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -129,30 +130,48 @@ def _chunk_workers() -> list[int]:
     return pids
 
 
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _chunk_dirs() -> set[Path]:
+    """The workers' per-chunk temp dirs (pipeline.scale.ChunkSink)."""
+    return set(Path(tempfile.gettempdir()).glob("deepdream-chunk-*"))
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_output_is_byte_identical(undisturbed, clip, tmp_path):
     from pipeline.config import load_config
     from pipeline.runner import run_video
 
     dst = tmp_path / "out.mp4"
-    killed = []
+    killed, stale = [], _chunk_dirs()
 
     def kill_one_mid_chunk() -> None:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not killed:
-            manifest = dst.parent / (dst.name + ".deepdream-run") / "manifest.json"
-            busy = [p for p in _chunk_workers() if b"render" in Path(f"/proc/{p}/cmdline").read_bytes()]
-            if busy and manifest.exists():
-                time.sleep(0.5)  # well inside the chunk
-                os.kill(busy[0], signal.SIGKILL)
-                killed.append(busy[0])
+            # A chunk is under way once its worker has made its temp dir; kill a worker that is computing.
+            if _chunk_dirs() - stale:
+                before = {p: _cpu_ticks(p) for p in _chunk_workers()}
+                time.sleep(0.1)
+                busy = [p for p, t in before.items() if _cpu_ticks(p) - t >= 3]  # >= 30 ms of CPU in 0.1 s
+                if busy:
+                    os.kill(busy[0], signal.SIGKILL)
+                    killed.append(busy[0])
             time.sleep(0.05)
 
     t = threading.Thread(target=kill_one_mid_chunk)
     t.start()
-    run_video(clip, dst, load_config("default", COMMON + RAY))
-    t.join()
-    assert killed, "no worker was busy long enough to be killed"
+    try:
+        run_video(clip, dst, load_config("default", COMMON + RAY))
+    finally:
+        killed.append(None) if not killed else None  # stops the watcher if the render ended first
+        t.join()
+    assert killed[0] is not None, "no worker was busy long enough to be killed"
     assert sha(dst) == sha(undisturbed)
 
 
