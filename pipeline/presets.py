@@ -21,10 +21,11 @@ from stages.encode import Encoding
 
 # Tuned for dreamed texture, which is high-frequency everywhere: more bits for the 10 frames before each
 # key frame, so key frames do not pulse (stages.encode.keyframe_zones; README, "Rate control"), paid for
-# by a coarser CRF everywhere else. Measured on the demo (one lossless dream, H.264 CRF 18 at 1 s GOPs):
-# worst key frame / median warp error 2.53 flat; this ramp at CRF+4 1.74 in a 3 % smaller file; the 6-frame
-# ramp (1.3 ... 5) 1.78 at CRF+4 (-8 %), 1.69 at CRF+3 (+7 %), 1.47 at CRF+0 (+60 %); mbtree off, ipratio 1,
-# qcomp 0.8-0.9 and no B-frames were worse for their size.
+# by a coarser CRF everywhere else. Measured on the demo (one lossless dream, H.264 CRF 18, 1 s GOPs,
+# encoded as the render does: 30-frame segments, joined): worst key frame / median warp error 3.00 flat
+# (312 KiB); this ramp at CRF+4 2.24 (291 KiB); at CRF+3 2.05 (340 KiB); at CRF+4 without mbtree 2.05
+# (332 KiB); the 6-frame ramp (1.3 ... 5) at CRF+0 1.75 (501 KiB). As one continuous stream the same
+# dream reads 2.53 flat and 1.74 with this ramp; ipratio 1.0, qcomp 0.8-0.9 and no B-frames did worse.
 KEYFRAME_RAMP = (1.1, 1.2, 1.35, 1.5, 1.7, 2.0, 2.4, 3.0, 3.8, 4.8)
 RAMP_CRF_OFFSET = 4
 
