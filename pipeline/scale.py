@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from pipeline.plan import VideoPlan, check_video_output, plan_video
 from pipeline.records import TemporalState
 from pipeline.runner import RunStats, finalize, keep_params, render_pass
 from stages.common import write_atomic
-from stages.decode import VideoReader
+from stages.decode import VideoReader, short_error
 from stages.dream import quantize
 from stages.encode import VideoWriter
 
@@ -99,17 +100,12 @@ class ChunkWorker:
         import cv2
         import torch
 
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch.set_num_threads(threads)
         cv2.setNumThreads(threads)
         ChunkSink.sweep()  # a restarted worker clears what the killed one left
         self.src, self.cfg, self.plan = Path(src), from_dict(cfg), plan
         self.engine = DreamEngine(self.cfg)
-
         self.progress: tuple[int, int] = (-1, 0)  # (chunk, frames done): read by `done` from another thread
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def done(self) -> tuple[int, int]:
         """The chunk in hand and its frames done; answered while `render` runs (a threaded actor)."""
@@ -214,14 +210,33 @@ def _cluster(ray, cfg: Config):
     Yields (workers, GPUs per worker)."""
     started = not ray.is_initialized()
     if started:
-        kw = {"address": cfg.scale.address} if cfg.scale.address else \
+        address = cfg.scale.address
+        if address:
+            _check_reachable(address)
+        kw = {"address": address} if address else \
             {"num_cpus": (cfg.scale.workers or 1) * cfg.scale.cpus_per_worker, "include_dashboard": False}
-        ray.init(log_to_driver=False, configure_logging=False, **kw)
+        try:
+            ray.init(log_to_driver=False, configure_logging=False, **kw)
+        except ConnectionError as e:
+            raise InputError(f"scale.address: cannot join a Ray cluster at {address!r} ({short_error(e)})") from e
     try:
         yield _workers(ray, cfg)
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A host:port address must answer within seconds: Ray itself retries an unreachable one for minutes."""
+    if address == "auto":
+        return  # Ray looks for a local cluster and says at once when there is none
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"scale.address: must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise InputError(f"scale.address: no Ray cluster answers at {address!r} ({short_error(e)})") from e
 
 
 def _segments(a: int, b: int, segment: int) -> range:

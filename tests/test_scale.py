@@ -236,6 +236,24 @@ def test_bad_input_with_ray_is_one_line_and_writes_nothing(tmp_path, capfd):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "no-port"])
+def test_an_unreachable_cluster_is_one_line_at_once_and_writes_nothing(tmp_path, capfd, address):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=2, audio=False)
+    before = set(tmp_path.iterdir())
+    t = time.monotonic()
+    rc, _, err = run_inprocess(["video", src, tmp_path / "o.mp4", "--set", "scale.backend=ray",
+                                "--set", f"scale.address={address.format(port=port)}"], capfd)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: scale.address: "), err
+    assert time.monotonic() - t < 60
+    assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.slow
 def test_ray_missing_names_the_extra(tmp_path):
     src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=2, audio=False)
     code = ("import sys; sys.modules['ray'] = None; from pipeline.cli import main; "
