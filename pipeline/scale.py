@@ -150,6 +150,8 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
     check_video_output(src, dst)
     check_config(cfg)
     ray = import_ray()
+    if cfg.scale.address and not ray.is_initialized():
+        _check_reachable(cfg.scale.address)  # before the model loads: a wrong address is a config error
     plan = plan_video(src, cfg)
     DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
     stats = RunStats()
@@ -211,8 +213,6 @@ def _cluster(ray, cfg: Config):
     started = not ray.is_initialized()
     if started:
         address = cfg.scale.address
-        if address:
-            _check_reachable(address)
         kw = {"address": address} if address else \
             {"num_cpus": (cfg.scale.workers or 1) * cfg.scale.cpus_per_worker, "include_dashboard": False}
         try:
