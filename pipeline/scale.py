@@ -150,7 +150,7 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
     check_video_output(src, dst)
     check_config(cfg)
     ray = import_ray()
-    if cfg.scale.address and not ray.is_initialized():
+    if cfg.scale.address:
         _check_reachable(cfg.scale.address)  # before the model loads: a wrong address is a config error
     plan = plan_video(src, cfg)
     DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
