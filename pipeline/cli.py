@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--at", type=float, help="seconds into the input (default: the middle frame)")
     _config_args(s)
 
+    s = sub.add_parser("view", help="look around a result in the browser (a local page on 127.0.0.1), "
+                                    "optionally beside its source")
+    s.add_argument("input", type=Path, help="the dreamed video")
+    s.add_argument("--source", type=Path, help="the original, shown beside it following the same direction")
+    s.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default 8360; 0 = any free port)")
+    _config_args(s)
+
     s = sub.add_parser("layers", help="list a model's layers with channels and stride")
     s.add_argument("--model", default=None, help="model name (default: the preset's)")
     _config_args(s)
@@ -116,6 +123,15 @@ def _cmd_preview(a) -> int:
     return EXIT_OK
 
 
+def _cmd_view(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.view import DEFAULT_PORT, run_view
+
+    port = DEFAULT_PORT if a.port is None else a.port
+    run_view(a.input, load_config(a.config, a.overrides), source=a.source, port=port)
+    return EXIT_OK
+
+
 def _cmd_layers(a) -> int:
     from pipeline.config import load_config
     from pipeline.engine import resolve_layers
@@ -132,7 +148,7 @@ def _cmd_layers(a) -> int:
 
 
 COMMANDS = {"image": _cmd_image, "video": _cmd_video, "probe": _cmd_probe, "metrics": _cmd_metrics,
-            "preview": _cmd_preview, "layers": _cmd_layers}
+            "preview": _cmd_preview, "layers": _cmd_layers, "view": _cmd_view}
 
 
 def main(argv: list[str] | None = None) -> int:
