@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import stat
+import sys
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -91,6 +92,12 @@ class ViewServer(ThreadingHTTPServer):
         self.routes, self.info, self.reports = routes, info, reports
         self.report_ready = threading.Event()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def handle_error(self, request, client_address):
+        # A browser closing a connection mid-request (it does while seeking, and on exit) is routine.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

@@ -229,9 +229,9 @@ async function selfTest() {
   const at = (type, x, y) => canvas.dispatchEvent(new PointerEvent(type, {
     clientX: x, clientY: y, pointerId: 1, pointerType: 'mouse', isPrimary: true, bubbles: true, buttons: 1 }));
   at('pointerdown', W / 4, H / 2);
-  at('pointermove', W / 4 - 30, H / 2 + 10);
-  at('pointermove', W / 4 - 60, H / 2 + 20);
-  at('pointerup', W / 4 - 60, H / 2 + 20);
+  at('pointermove', W / 4 + 30, H / 2 + 10);
+  at('pointermove', W / 4 + 60, H / 2 + 20);
+  at('pointerup', W / 4 + 60, H / 2 + 20);
   shots.push(shot());
   window.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowRight', bubbles: true }));
   shots.push(shot());
@@ -239,7 +239,7 @@ async function selfTest() {
   for (const p of ['/%2e%2e/%2e%2e/etc/passwd', '/video/..%2f..%2fetc%2fpasswd', '/..%5c..%5cetc%5cpasswd']) {
     traversal.push([p, (await fetch(p)).status]);
   }
-  return { mode, views: layout(W).map(([v, x, w]) => ({ url: v.meta.url, x, width: w })), shots, traversal,
+  return { mode, wipe, views: layout(W).map(([v, x, w]) => ({ url: v.meta.url, x, width: w })), shots, traversal,
            css: [W, H], dpr: window.devicePixelRatio, gl: gl.getParameter(gl.VERSION) };
 }
 
