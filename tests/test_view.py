@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import math
+import os
 import shutil
 import signal
 import socket
@@ -257,3 +258,18 @@ def test_chromium_plays_flat_video_flat_with_a_before_after_wipe(chromium, clips
         if x0 > 2:
             assert px[:, :x0 - 2].max() < 10 and px[:, x1 + 2:].max() < 10  # black bars beside the frame
     assert r["wipe"] == pytest.approx((r["css"][0] / 4 + 60) / r["css"][0])  # the drag moved the wipe
+
+
+def test_without_chromium_the_browser_test_skips_with_the_reason(tmp_path, monkeypatch):
+    """Where apt-get cannot install Chromium (here: one that fails, as with no network), the browser
+    test is skipped saying why, not failed."""
+    apt = tmp_path / "apt-get"
+    apt.write_text("#!/bin/sh\necho 'E: Unable to locate package chromium' >&2\nexit 100\n")
+    apt.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    with pytest.raises(pytest.skip.Exception, match="exited 100: E: Unable to locate package chromium"):
+        find_or_install_chromium()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="needs root and apt-get"):
+        find_or_install_chromium()

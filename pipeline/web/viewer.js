@@ -3,7 +3,12 @@
 // equirect frame, positive yaw looks right (towards larger u), positive pitch looks up.
 import * as THREE from '/three.module.min.js';
 
-const TEST = new URLSearchParams(location.search).get('test') === '1';
+// Query: ?yaw=&pitch=&fov= start looking that way; ?t=SECONDS shows that moment paused (a shareable
+// view, and a screenshot that compares the same frame of both); ?test=1 is the browser test's probe.
+const query = new URLSearchParams(location.search);
+const TEST = query.get('test') === '1';
+const num = (key, fallback) => (Number.isFinite(Number(query.get(key))) && query.get(key) !== null
+  ? Number(query.get(key)) : fallback);
 const $ = (id) => document.getElementById(id);
 const info = await (await fetch('/info.json')).json();
 
@@ -15,7 +20,8 @@ renderer.xr.setReferenceSpaceType('local');
 $('stage').appendChild(renderer.domElement);
 const canvas = renderer.domElement;
 
-const cam = { yaw: 0, pitch: 0, fov: 90 };
+const cam = { yaw: num('yaw', 0), pitch: num('pitch', 0), fov: Math.min(120, Math.max(30, num('fov', 90))) };
+clampCam();
 
 // Which part of the frame is one eye: the top (left eye) of top-bottom, the left of left-right.
 // Texture v = 1 is the frame's top row (flipY), so the top half is offset 0.5.
@@ -251,6 +257,10 @@ async function report(body) {
 if (TEST) {
   window.addEventListener('error', (e) => report({ error: String(e.message) }));
   selfTest().then(report, (e) => report({ error: String(e && e.stack || e) }));
+} else if (query.get('t') !== null) {
+  for (const v of views) v.video.currentTime = Math.max(0, num('t', 0));
+  $('play').textContent = 'Play';
+  renderer.setAnimationLoop(draw);
 } else {
   for (const v of views) v.video.play().catch(() => { $('play').textContent = 'Play'; });
   renderer.setAnimationLoop(draw);
