@@ -163,12 +163,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         if not self._host_ok():
+            self.close_connection = True  # its body stays unread: the connection cannot carry another request
             return self._status(HTTPStatus.FORBIDDEN)
         if self.server.reports is None or self.path != "/report":
+            self.close_connection = True
             return self._status(HTTPStatus.NOT_FOUND)
-        n = int(self.headers.get("Content-Length") or 0)
-        if not 0 < n <= 64 << 20:
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or not 0 < int(length) <= 64 << 20:
+            self.close_connection = True
             return self._status(HTTPStatus.BAD_REQUEST)
+        n = int(length)
         try:
             self.server.reports.append(json.loads(self.rfile.read(n)))
         except ValueError:
@@ -224,11 +228,14 @@ def _check_file(path: Path, what: str) -> Path:
     return path
 
 
-def _describe(path: Path, cfg, url: str) -> dict:
+def _describe(path: Path, cfg, url: str, what: str) -> dict:
     """What the page needs to map one video: its layout decided as a render decides it (`probe`)."""
     from pipeline.probe import probe_json
 
     p = probe_json(path, cfg)
+    if not p["duration"]:  # FFmpeg opens stills as one-frame streams; a <video> element cannot play them
+        raise InputError(f"{what} {path} is a still image, not a video ({p['video_codec']}); "
+                         f"deepdream view plays videos (deepdream preview makes a sheet of a still)")
     return {"url": url, "name": path.name, "width": p["width"], "height": p["height"], "fps": p["fps"],
             "duration": p["duration"], "projection": p["projection"], "stereo": p["stereo"]}
 
@@ -239,12 +246,12 @@ def build_server(video: Path, cfg, *, source: Path | None = None, port: int = DE
     if not 0 <= port <= 65535:
         raise InputError(f"--port: must be 0 (any free port) ... 65535, got {port}")
     video = _check_file(Path(video), "video")
-    info = {"video": _describe(video, cfg, "/video"), "source": None}
+    info = {"video": _describe(video, cfg, "/video", "video"), "source": None}
     routes = {url: Route(WEB / name, mime) for url, (name, mime) in _ASSETS.items()}
     routes["/video"] = Route(video, _VIDEO_TYPES.get(video.suffix.lower(), "application/octet-stream"))
     if source is not None:
         source = _check_file(Path(source), "source")
-        info["source"] = _describe(source, cfg, "/source")
+        info["source"] = _describe(source, cfg, "/source", "source")
         routes["/source"] = Route(source, _VIDEO_TYPES.get(source.suffix.lower(), "application/octet-stream"))
     try:
         return ViewServer(port, routes, info, reports)

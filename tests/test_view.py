@@ -152,7 +152,8 @@ def test_a_file_swapped_for_a_symlink_is_not_followed(clips, tmp_path):
         s.server_close()
 
 
-@pytest.mark.parametrize("case", ["missing", "not_video", "symlink", "bad_port", "port_in_use", "source_missing"])
+@pytest.mark.parametrize("case", ["missing", "not_video", "still", "symlink", "bad_port", "port_in_use",
+                                  "source_missing", "source_not_video"])
 def test_bad_view_requests_are_one_line_errors(clips, tmp_path, capfd, case):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -162,7 +163,9 @@ def test_bad_view_requests_are_one_line_errors(clips, tmp_path, capfd, case):
     args = {"missing": [tmp_path / "nope.mp4"], "not_video": [make_text_file(tmp_path / "t.mp4")],
             "symlink": [link], "bad_port": [clips["dream"], "--port", "70000"],
             "port_in_use": [clips["dream"], "--port", str(busy.getsockname()[1])],
-            "source_missing": [clips["dream"], "--source", tmp_path / "nope.mp4"]}[case]
+            "still": [REPO / "sample_media" / "chelsea.png"],
+            "source_missing": [clips["dream"], "--source", tmp_path / "nope.mp4"],
+            "source_not_video": [clips["dream"], "--source", make_text_file(tmp_path / "s.mp4")]}[case]
     try:
         rc, out, err = run_inprocess(["view", *args, "--port", "0"] if "--port" not in args else ["view", *args],
                                      capfd)

@@ -3,7 +3,7 @@
 // equirect frame, positive yaw looks right (towards larger u), positive pitch looks up.
 import * as THREE from '/three.module.min.js';
 
-// Query: ?yaw=&pitch=&fov= start looking that way; ?t=SECONDS shows that moment paused (a shareable
+// Query: ?yaw=&pitch=&fov= start looking that way; ?mode=split|wipe; ?t=SECONDS shows that moment paused (a shareable
 // view, and a screenshot that compares the same frame of both); ?test=1 is the browser test's probe.
 const query = new URLSearchParams(location.search);
 const TEST = query.get('test') === '1';
@@ -58,7 +58,8 @@ if (info.source) views.push(makeView(info.source));
 const dream = views[0];
 const source = views[1] || null;
 // 360 with a source: side by side; flat: a before/after wipe (source left of the divider).
-let mode = !source ? 'single' : dream.sphere ? 'split' : 'wipe';
+let mode = !source ? 'single' : ['split', 'wipe'].includes(query.get('mode')) ? query.get('mode')
+  : dream.sphere ? 'split' : 'wipe';
 let wipe = 0.5;
 
 function aim(view, width, height) {
@@ -97,7 +98,8 @@ function resize() {
 
 function syncSource() {
   if (!source || source.video.seeking || dream.video.seeking) return;
-  const t = dream.video.currentTime;
+  const d = source.video.duration; // a shorter source loops on its own clock
+  const t = Number.isFinite(d) && d > 0 ? dream.video.currentTime % d : dream.video.currentTime;
   if (Math.abs(source.video.currentTime - t) > 0.15) source.video.currentTime = t;
 }
 
@@ -257,12 +259,13 @@ async function report(body) {
 if (TEST) {
   window.addEventListener('error', (e) => report({ error: String(e.message) }));
   selfTest().then(report, (e) => report({ error: String(e && e.stack || e) }));
-} else if (query.get('t') !== null) {
-  for (const v of views) v.video.currentTime = Math.max(0, num('t', 0));
-  $('play').textContent = 'Play';
-  renderer.setAnimationLoop(draw);
 } else {
-  for (const v of views) v.video.play().catch(() => { $('play').textContent = 'Play'; });
+  if (query.get('t') !== null) {
+    for (const v of views) v.video.currentTime = Math.max(0, num('t', 0));
+    $('play').textContent = 'Play';
+  } else {
+    for (const v of views) v.video.play().catch(() => { $('play').textContent = 'Play'; });
+  }
   renderer.setAnimationLoop(draw);
   offerVR().catch(() => {});
 }
