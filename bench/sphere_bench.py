@@ -151,13 +151,15 @@ def _parse_variant(text: str) -> tuple[str, dict]:
 
 
 def run(ctx) -> dict:
-    """`python -m bench --only sphere`: both modes at 512×256, yaw by yaw while the budget lasts (at most
+    """`python -m bench --only sphere`: both modes (and sphere without its latitude balance,
+    paired) at 512×256, yaw by yaw while the budget lasts (at most
     4 yaws, 2 with --quick; about 20 s a yaw on one CPU thread). CPU only: the cost ratio is a CPU one."""
     import torch
 
     torch.set_num_threads(1)
     want = YAWS[:2] if ctx.quick else YAWS[:4]
     modes, net, per_yaw, res = schedules(), None, None, {}
+    modes["sphere_unbalanced"] = schedules(balance=0.0)["sphere"]  # the latitude balance off (paired)
     done: list[int] = []
     for yaw in want:
         if per_yaw is not None and per_yaw * 1.3 > ctx.budget.left():

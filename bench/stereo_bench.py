@@ -252,3 +252,62 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def render_correlation(crf: int, side: int = 512, frames: int = 8, octaves: int = 2) -> dict:
+    """The committed clip through `deepdream video` (default preset, stereo carry) at `side` px, `frames`
+    frames, `octaves` octaves and CRF `crf` (0 = lossless); per-frame stereo correlation of the decoded
+    output against the source (DIS on the source eyes, `stages.vr_metrics_stereo`)."""
+    import tempfile
+
+    import av
+    import cv2
+
+    from pipeline.config import load_config
+    from pipeline.runner import run_video
+    from stages.flow import FlowEstimator
+    from stages.spherical import split_stereo
+    from stages.vr_metrics_stereo import stereo_stats
+
+    def decode(path: Path) -> list[np.ndarray]:
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), c.decode(video=0))]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "out.mp4"
+        t = time.perf_counter()
+        run_video(CLIP, dst, load_config("default", [f"input.max_side={side}", f"video.max_frames={frames}",
+                                                     f"dream.octaves={octaves}", f"encode.crf={crf}"]))
+        wall = time.perf_counter() - t
+        out = decode(dst)
+    src = [cv2.resize(s, out[0].shape[1::-1], interpolation=cv2.INTER_AREA) for s in decode(CLIP)]
+    est = FlowEstimator("dis")
+    st = [stereo_stats(*split_stereo(s, "top-bottom"), *split_stereo(d, "top-bottom"), estimator=est)
+          for s, d in zip(src, out)]
+    return {"crf": crf, "correlation": float(np.mean([s["correlation"] for s in st])),
+            "per_frame": [s["correlation"] for s in st],
+            "strength_left": float(np.mean([s["strength_left"] for s in st])),
+            "strength_right": float(np.mean([s["strength_right"] for s in st])), "wall_s": wall}
+
+
+def run(ctx) -> dict:
+    """`python -m bench --only stereo`: the committed clip rendered at 512 px, 8 frames, 2 octaves with
+    stereo carry, at CRF 0 (lossless), 12 and 18 (the default): what the carry keeps and what the encode
+    takes (about 10 s a render on one CPU thread). --quick: 256 px, 4 frames."""
+    side, frames = (256, 4) if ctx.quick else (512, 8)
+    rows, per = [], None
+    for crf in (0, 12, 18):
+        if per is not None and per * 1.3 > ctx.budget.left():
+            break
+        t = time.perf_counter()
+        rows.append(render_correlation(crf, side, frames))
+        per = time.perf_counter() - t
+    if not rows:
+        print("stereo: skipped, no budget left")
+        return {"skipped": True}
+    banner(f"stereo carry through the encode: stereo_room_tb.mp4 at {side} px, {frames} frames, 2 octaves")
+    print(table(["CRF", "corr (mean)", "first / last frame", "strength L/R", "wall s"],
+                [[str(r["crf"]), f"{r['correlation']:.3f}", f"{r['per_frame'][0]:.3f} / {r['per_frame'][-1]:.3f}",
+                  f"{r['strength_left']:.2f}/{r['strength_right']:.2f}", f"{r['wall_s']:.0f}"] for r in rows],
+                right=[True] * 5))
+    return {"side": side, "frames": frames, "renders": rows}
