@@ -207,7 +207,8 @@ def test_a_killed_driver_resumes_from_its_committed_chunks(undisturbed, clip, tm
     overlaps = dst.parent / (dst.name + ".deepdream-run") / "overlaps"
     deadline = time.monotonic() + 240
     while driver.poll() is None and time.monotonic() < deadline:
-        if overlaps.is_dir() and any(overlaps.iterdir()):  # written when a chunk's result is committed
+        # an overlap file is published (renamed from its .part temp) once its chunk's result is committed
+        if overlaps.is_dir() and any(overlaps.glob("*.npz")):
             break
         time.sleep(0.05)
     assert driver.poll() is None, "the driver finished before a chunk was committed"
