@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.cuts import cut_flags, pair_stats
 from stages.decode import VideoReader
 from stages.flow import FlowEstimator
-from stages.warp import consistency_mask, is_scene_cut
+from stages.warp import consistency_mask
 
 SURVEY_SIDE = 192  # frames are surveyed for cuts at this size: cheap, and cuts are large-scale events
 
@@ -59,15 +60,17 @@ class Chunk:
 
 def survey(src, *, start: float, max_frames: int | None, scene_cut: float) -> Survey:
     """Decode the render's frames once, small, for their times and the scene cuts (the render's own test)."""
-    est, prev, times, cuts = FlowEstimator("dis"), None, [], []
+    est, prev, times, stats = FlowEstimator("dis"), None, [], []
     with VideoReader(src, start=start, max_frames=max_frames, max_side=SURVEY_SIDE) as r:
         for fr in r:
             times.append(float((fr.pts - r.origin) * fr.time_base) if fr.pts is not None else fr.index / 30.0)
+            pair = None
             if prev is not None:
                 b, f = est.pair(prev, fr.rgb)
-                if is_scene_cut(consistency_mask(b, f), prev, fr.rgb, min_reliable=scene_cut)[0]:
-                    cuts.append(fr.index)
+                pair = pair_stats(consistency_mask(b, f), prev, fr.rgb)
+            stats.append(pair)
             prev = fr.rgb
+    cuts = [i for i, cut in enumerate(cut_flags(stats, min_reliable=scene_cut)) if cut]
     return Survey(tuple(times), tuple(cuts))
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from pipeline.errors import ConfigError
-from stages.warp import SCENE_CUT_MIN_RELIABLE
+from stages.cuts import SCENE_CUT_MIN_RELIABLE
 
 PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
 MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame

@@ -61,11 +61,21 @@ class DreamPlan:
                    blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
                    scene_cut=t.scene_cut, flow=t.flow)
 
-    def schedule(self, base: Schedule, *, warm: bool) -> Schedule:
-        """The engine's base schedule specialised for this render's geometry and the frame's place."""
+    def schedule(self, base: Schedule, *, warm: bool, reliable: float = 1.0) -> Schedule:
+        """The engine's base schedule specialised for this render's geometry and the frame's place.
+
+        A carried frame takes the warm iterations; one whose flow holds on less than the scene-cut share
+        of its pixels (`reliable`: fast motion inside a shot, stages.cuts) takes more, up to the full
+        schedule as that share goes to 0: the carried few pixels stay held, the rest is dreamed nearly
+        afresh, instead of a restart of the whole frame or a weak few steps that steady would inflate.
+        """
         sch = replace(base, equirect=self.equirect, wrap_x=self.wrap_x, pole_exponent=self.pole_exponent,
                       sphere=SphereSpec() if self.sphere else None)
-        return replace(sch, iterations=self.warm_iterations) if warm else sch
+        if not warm:
+            return sch
+        lost = 1.0 - reliable / self.scene_cut if self.scene_cut > 0 else 0.0
+        extra = max(0, round((base.iterations - self.warm_iterations) * min(1.0, lost)))
+        return replace(sch, iterations=self.warm_iterations + extra)
 
 
 @dataclass(frozen=True)

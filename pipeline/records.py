@@ -10,6 +10,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from stages.cuts import PairStats
+
 
 @dataclass(slots=True)
 class FrameRecord:
@@ -20,6 +22,7 @@ class FrameRecord:
     motion: list[tuple[np.ndarray, np.ndarray]] | None  # per eye: (backward flow to t−1, reliability mask)
     cut: str = ""  # why the temporal chain resets here ("" = no scene cut)
     disparity: object = None  # stages.stereo.Disparity from the right eye to the left (stereo carry)
+    pair: PairStats | None = None  # the cut test's numbers for the pair (t−1, t); None without one
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class TemporalState:
     prev_source: np.ndarray | None = None  # H×W×3 uint8
     prev_residual: np.ndarray | None = None  # H×W×3 float32, dreamed − source, unrounded
     ref_strength: float | None = None  # mean squared residual of the shot's first frame (temporal.steady)
+    prev_pair: PairStats | None = None  # the last frame's pair: the next frame's cut test looks back at it
 
     def save(self, f) -> None:
         arrays = {"next_index": np.array(self.next_index, dtype=np.int64)}
@@ -56,6 +60,8 @@ class TemporalState:
             arrays["prev_residual"] = self.prev_residual
         if self.ref_strength is not None:
             arrays["ref_strength"] = np.array(self.ref_strength, dtype=np.float64)
+        if self.prev_pair is not None:
+            arrays["prev_pair"] = np.array([self.prev_pair.reliable, self.prev_pair.colour], dtype=np.float64)
         np.savez(f, **arrays)
 
     @classmethod
@@ -64,4 +70,5 @@ class TemporalState:
             src = z["prev_source"] if "prev_source" in z else None
             res = z["prev_residual"] if "prev_residual" in z else None
             ref = float(z["ref_strength"]) if "ref_strength" in z else None
-            return cls(int(z["next_index"]), src, res, ref)
+            pair = PairStats(*map(float, z["prev_pair"])) if "prev_pair" in z else None
+            return cls(int(z["next_index"]), src, res, ref, pair)

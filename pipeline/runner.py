@@ -174,7 +174,8 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
             if rec.cut:
                 stats.resets.append(rec.index)
                 log.info("frame %d: scene cut (%s); the dream starts fresh", rec.index, rec.cut)
-            state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32), ref)
+            state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32), ref,
+                                  rec.pair)
             seg = rec.index // seg_frames
             t0 = time.perf_counter()
             # A committed segment is dreamed only to carry the chain to a damaged one.

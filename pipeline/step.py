@@ -44,7 +44,8 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                  for s, r, (b, m) in zip(src_eyes, eyes(prev_residual, plan.stereo), motion)]
         if plan.hold > 0:
             hold = np.stack([np.float32(plan.hold) * m for _, m in motion])
-    sch = plan.schedule(base, warm=warm)
+    reliable = min(float(m.mean()) for _, m in motion) if warm else 1.0
+    sch = plan.schedule(base, warm=warm, reliable=reliable)
     if plan.stereo_carry:
         if disparity is None:
             disparity = estimate_disparity(FlowEstimator(plan.flow), *src_eyes, wrap_x=plan.wrap_x)

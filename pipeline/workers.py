@@ -14,16 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from pipeline.checkpoint import Pass
 from pipeline.config import Config
 from pipeline.plan import VideoPlan
 from pipeline.records import END, DreamedFrame, FrameRecord, SegmentEnd
 from pipeline.step import eyes
+from stages.cuts import PairStats, is_scene_cut, pair_stats
 from stages.decode import VideoReader
 from stages.encode import VideoWriter
 from stages.flow import FlowEstimator
 from stages.stereo import estimate_disparity
-from stages.warp import consistency_mask, is_scene_cut
+from stages.warp import consistency_mask
 
 POLL_S = 0.2
 BACKGROUND_NICE = 5
@@ -72,16 +75,54 @@ def take(q: queue.Queue, give_up: Callable[[], bool]):
                 return END
 
 
+class CutDecider:
+    """Holds each frame until the pair after it is known, then decides whether it starts a new shot
+    (`stages.cuts.is_scene_cut` needs a pair of context on either side to tell a cut from fast motion)."""
+
+    def __init__(self, prev: PairStats | None, min_reliable: float) -> None:
+        self.prev, self.min_reliable = prev, min_reliable  # prev: the pair before the held frame's
+        self.held: FrameRecord | None = None
+
+    def push(self, rec: FrameRecord) -> FrameRecord | None:
+        """Hold `rec`; give back the frame held before it, decided."""
+        out = self.flush(rec.pair)
+        self.held = rec
+        return out
+
+    def needs_next(self) -> bool:
+        return self.held is not None and self.held.pair is not None
+
+    def flush(self, nxt: PairStats | None = None) -> FrameRecord | None:
+        """The held frame, decided with `nxt` (the pair after it; None at the end of the clip)."""
+        rec, self.held = self.held, None
+        if rec is not None and rec.pair is not None:
+            cut, reason = is_scene_cut(self.prev, rec.pair, nxt, min_reliable=self.min_reliable)
+            rec.cut = reason if cut else ""
+        if rec is not None:
+            self.prev = rec.pair
+        return rec
+
+
+def _pair(est: FlowEstimator, prev: np.ndarray, cur: np.ndarray, dp) -> tuple[list, PairStats]:
+    """Per eye: backward flow and reliability mask; the cut test's numbers from the first eye."""
+    motion = []
+    for pe, ce in zip(eyes(prev, dp.stereo), eyes(cur, dp.stereo)):
+        b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
+        motion.append((b, consistency_mask(b, f, wrap_x=dp.wrap_x)))
+    return motion, pair_stats(motion[0][1], eyes(prev, dp.stereo)[0], eyes(cur, dp.stereo)[0])
+
+
 def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue, stop: threading.Event,
             errors: list, times: StageTimes | None = None) -> None:
     """Decode frames [p.state.next_index, p.stop_index), then per eye: backward/forward flow, reliability mask
-    and the scene-cut test."""
+    and the scene-cut test (decided one frame late, see CutDecider)."""
     background_priority()
     times = times or StageTimes()
     try:
         dp, state, stop_index = plan.dream, p.state, p.stop_index
         est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
         prev = state.prev_source
+        decider = CutDecider(state.prev_pair, dp.scene_cut)
         start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
         limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
         with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
@@ -95,23 +136,24 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
                 fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
-                if stop_index is not None and fr.index >= stop_index:
-                    break
-                motion, cut, disparity = None, "", None
                 t0 = time.perf_counter()
+                if stop_index is not None and fr.index >= stop_index:
+                    if decider.needs_next() and dp.temporal:  # the held frame's cut test looks one pair ahead
+                        offer(in_q, decider.flush(_pair(est, prev, fr.rgb, dp)[1]), stop.is_set)
+                    break
+                motion, stats, disparity = None, None, None
                 if dp.stereo_carry:
                     disparity = estimate_disparity(est, *eyes(fr.rgb, dp.stereo), wrap_x=dp.wrap_x)
                 if dp.temporal and prev is not None:
-                    motion = []
-                    for pe, ce in zip(eyes(prev, dp.stereo), eyes(fr.rgb, dp.stereo)):
-                        b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
-                        motion.append((b, consistency_mask(b, f, wrap_x=dp.wrap_x)))
-                    is_cut, reason = is_scene_cut(motion[0][1], eyes(prev, dp.stereo)[0], eyes(fr.rgb, dp.stereo)[0],
-                                                  min_reliable=dp.scene_cut)
-                    cut = reason if is_cut else ""
+                    motion, stats = _pair(est, prev, fr.rgb, dp)
                 times.flow_s += time.perf_counter() - t0
-                offer(in_q, FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, cut, disparity), stop.is_set)
+                ready = decider.push(FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, "", disparity,
+                                                 stats))
+                if ready is not None:
+                    offer(in_q, ready, stop.is_set)
                 prev = fr.rgb
+        if not stop.is_set() and decider.held is not None:
+            offer(in_q, decider.flush(), stop.is_set)
     except BaseException as e:  # re-raised by the main thread
         errors.append(e)
     finally:

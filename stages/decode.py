@@ -121,6 +121,7 @@ class VideoReader:
         self.has_audio = bool(self._container.streams.audio)
         self._start = start
         self._max_frames = max_frames
+        self.skipped_packets = 0  # undecodable packets passed over: each one's frame is missing
         self._frames = self._decode_frames()
         try:
             first = next(self._frames, None)
@@ -177,6 +178,7 @@ class VideoReader:
             try:
                 yield from packet.decode()
             except av.FFmpegError as e:
+                self.skipped_packets += 1
                 log.warning("%s: skipping undecodable packet (%s)", self.path.name, short_error(e))
         try:
             yield from stream.codec_context.decode(None)
@@ -215,8 +217,10 @@ class VideoReader:
             # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
             expected = self.frames_estimate
             if expected and index < expected - (0 if self._stream.frames and start_t == 0 else 1):
-                log.warning("%s: decoded %d of %d frames; the file looks truncated",
-                            self.path.name, index, expected)
+                why = f"{self.skipped_packets} damaged packets skipped" if self.skipped_packets else \
+                    "the file looks truncated"
+                log.warning("%s: decoded %d of %d frames (%d missing): %s", self.path.name, index, expected,
+                            expected - index, why)
         if index == 0 and start_t > 0:
             raise InputError(f"start {self._start:g} s is past the last frame of {self.path.name}")
 

@@ -8,9 +8,11 @@ All values use the 0..255 pixel scale:
   source value is the floor set by flow/interpolation error; a coherent dream stays close to it.
 * ``dream_strength``: per frame ``mean((D_t - S_t)^2)`` over pixels AND channels (per-channel MSE).
 
-Per-pair lists have ``frames - 1`` entries: entry ``i`` belongs to the pair (i, i+1). A pair whose
-source flow is reliable on less than the scene-cut share of the pixels (a scene cut, where the pipeline restarts the
-dream on purpose) has ``None`` and is left out of the mean; the means are 0.0 if no pair is left.
+Per-pair lists have ``frames - 1`` entries: entry ``i`` belongs to the pair (i, i+1). A pair that the
+render's own cut test (`stages.cuts`, on the source frames) calls a scene cut, where the pipeline restarts
+the dream on purpose, has ``None`` and is left out of the mean, as does a pair whose flow is reliable on
+less than the scene-cut share of the pixels (inside fast motion: the few pixels left there measure the
+flow's failures more than the dream); the means are 0.0 if no pair is left.
 
 Flow comes from `stages.flow` (DIS / Farneback, or any object with the
 `stages.flow.FlowEstimator.pair` interface, e.g. a RAFT estimator), warping and the Ruder consistency
@@ -28,13 +30,13 @@ import cv2
 import numpy as np
 
 from stages.common import InputError, write_atomic
+from stages.cuts import SCENE_CUT_MIN_RELIABLE, cut_flags, pair_stats
 from stages.flow import FlowEstimator
-from stages.warp import SCENE_CUT_MIN_RELIABLE, consistency_mask, warp
+from stages.warp import consistency_mask, warp
 
 log = logging.getLogger(__name__)
 
-# Pairs with less reliable flow than the scene-cut share count as cuts and are skipped: the pipeline
-# resets the dream there, so change is intended.
+# The scene-cut share of the default config: pairs the render would restart at are skipped.
 _MIN_RELIABLE = SCENE_CUT_MIN_RELIABLE
 
 # Flow methods measured without an estimator; RAFT needs weights, so it comes in as one.
@@ -67,6 +69,7 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
     per_warp: list[float | None] = []
     per_src: list[float | None] = []
     per_strength: list[float] = []
+    pairs: list = [None]  # PairStats per frame (none for the first): the render's cut test
     prev_src_u8: np.ndarray | None = None
     prev_src = prev_dream = None
     size: tuple[int, int] | None = None
@@ -86,15 +89,20 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
         if prev_src_u8 is not None:
             backward, forward = estimator.pair(prev_src_u8, src_u8, wrap_x=wrap_x)
             mask = consistency_mask(backward, forward, wrap_x=wrap_x)
-            if mask.mean() < _MIN_RELIABLE:
-                log.info("metrics: pair %d-%d looks like a cut (%.0f%% reliable flow), skipped",
-                         len(per_strength) - 2, len(per_strength) - 1, 100 * mask.mean())
-                per_warp.append(None)
-                per_src.append(None)
-            else:
+            pairs.append(pair_stats(mask, prev_src_u8, src_u8))
+            if mask.mean() >= _MIN_RELIABLE:  # fewer reliable pixels than that measure the flow, not the dream
                 per_warp.append(_masked_error(dream, warp(prev_dream, backward, wrap_x=wrap_x), mask))
                 per_src.append(_masked_error(src, warp(prev_src, backward, wrap_x=wrap_x), mask))
+            else:
+                per_warp.append(None)
+                per_src.append(None)
         prev_src_u8, prev_src, prev_dream = src_u8, src, dream
+
+    for j, cut in enumerate(cut_flags(pairs, min_reliable=_MIN_RELIABLE)):
+        if cut:  # the render restarts the dream there on purpose: the same test, so the same pairs
+            log.info("metrics: pair %d-%d looks like a cut (%.0f%% reliable flow), skipped", j - 1, j,
+                     100 * pairs[j].reliable)
+            per_warp[j - 1] = per_src[j - 1] = None
 
     return {
         "warp_error": _mean(per_warp),

@@ -1,4 +1,4 @@
-"""Warping by backward flow, forward/backward consistency masks, scene-cut detection, dream init.
+"""Warping by backward flow, forward/backward consistency masks, dream init (scene cuts: stages.cuts).
 
 Flow conventions are those of `stages.flow`: a backward flow ``b`` on frame t points, for each pixel,
 to where that content was in frame t-1; a forward flow ``f`` on frame t-1 points to frame t. Images are
@@ -24,14 +24,6 @@ log = logging.getLogger(__name__)
 # Ruder et al. (artistic-videos, consistencyChecker) thresholds.
 _OCC_REL, _OCC_ABS = 0.01, 0.5
 _MB_REL, _MB_ABS = 0.01, 0.002
-
-# A frame whose flow is reliable on less than this share of pixels starts a new shot: the one default
-# behind `temporal.scene_cut`, the render's reset and the metrics' skipped pairs.
-SCENE_CUT_MIN_RELIABLE = 0.4
-HIST_THRESHOLD = 0.5
-_HIST_BINS = 8
-_HIST_MAX_SIDE = 160
-
 
 @functools.lru_cache(maxsize=8)
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,40 +127,6 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray, *, wrap_x: bool 
 
     reliable = (~(occluded | boundary | outside)).astype(np.float32)
     return np.clip(_smooth(reliable, sigma, wrap_x), 0.0, 1.0)
-
-
-def _colour_hist(rgb: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    scale = _HIST_MAX_SIDE / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                         interpolation=cv2.INTER_AREA)
-    hist = cv2.calcHist([np.ascontiguousarray(rgb)], [0, 1, 2], None, [_HIST_BINS] * 3, [0, 256] * 3)
-    return hist / max(float(hist.sum()), 1.0)
-
-
-def histogram_distance(a_rgb: np.ndarray, b_rgb: np.ndarray) -> float:
-    """Bhattacharyya distance of 8x8x8 RGB histograms: 0 = same colours, 1 = no overlap.
-
-    Frames are downscaled first; the histogram only needs colour statistics, not detail.
-    """
-    d = cv2.compareHist(_colour_hist(a_rgb), _colour_hist(b_rgb), cv2.HISTCMP_BHATTACHARYYA)
-    return float(np.clip(d, 0.0, 1.0))
-
-
-def is_scene_cut(mask: np.ndarray, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
-                 min_reliable: float = SCENE_CUT_MIN_RELIABLE) -> tuple[bool, str]:
-    """Decide whether frame t starts a new shot, so the previous dream must not be carried over.
-
-    Returns (cut, reason); the reason is a short log line ("" when there is no cut).
-    """
-    reliable = float(mask.mean()) if mask.size else 0.0
-    if reliable < min_reliable:
-        return True, f"only {reliable:.0%} of pixels have reliable flow (< {min_reliable:.0%})"
-    dist = histogram_distance(prev_rgb, cur_rgb)
-    if dist > HIST_THRESHOLD:
-        return True, f"colour histogram distance {dist:.2f} > {HIST_THRESHOLD:.2f}"
-    return False, ""
 
 
 def temporal_init(source: np.ndarray, prev_residual: np.ndarray, backward: np.ndarray, mask: np.ndarray, *,

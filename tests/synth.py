@@ -245,3 +245,30 @@ def write_clip(path: Path, frames: list[np.ndarray], rate: int = 30, crf: int = 
             out.mux(vs.encode(f))
         out.mux(vs.encode(None))
     return path
+
+
+def whip_pan_frames(h: int = 144, w: int = 256, *, frames: int = 48, whip: tuple[int, int] = (14, 26),
+                    peak: float = 0.35, cut: int | None = 36, seed: int = 0) -> list[np.ndarray]:
+    """A shot that pans slowly, whips fast (`whip` frames, up to `peak` frame widths per frame, with the
+    motion blur a shutter open for the whole frame gives), slows down again, then a hard cut (frame `cut`)
+    to another scene that pans slowly: one continuous shot around an unreliable-flow stretch, and one
+    real cut."""
+    speed = np.full(frames, 1.5, np.float32)
+    a, b = whip
+    t = np.linspace(0, np.pi, b - a)
+    speed[a:b] = 1.5 + (peak * w - 1.5) * np.sin(t) ** 2
+    wide = scene_texture(h, int(w + speed.sum() + 8), seed)
+    other = scene_texture(h, w + 2 * frames, seed + 101)
+    out, x = [], 0.0
+    for i in range(frames):
+        if cut is not None and i >= cut:
+            out.append(np.ascontiguousarray(other[:, 2 * (i - cut):2 * (i - cut) + w]))
+            continue
+        subs = [x + speed[i] * k / 8 for k in range(8)]  # shutter open over the frame's motion
+        acc = np.zeros((h, w, 3), np.float32)
+        for s in subs:
+            m = np.float32([[1, 0, -s], [0, 1, 0]])
+            acc += cv2.warpAffine(wide, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out.append(np.clip(acc / len(subs) + 0.5, 0, 255).astype(np.uint8))
+        x += float(speed[i])
+    return out

@@ -124,6 +124,27 @@ def test_truncated_file_yields_what_decodes(tmp_path, caplog):
     assert "truncated" in caplog.text
 
 
+def test_a_damaged_packet_is_skipped_and_counted(tmp_path, caplog):
+    """Bytes zeroed mid-file: every frame that still decodes comes out, and one line says how many are
+    missing and why."""
+    clip = make_clip(tmp_path / "c.mp4", width=320, height=180, frames=30, audio=False, motion=(7.0, 3.0))
+    data = bytearray(clip.read_bytes())
+    at = int(len(data) * 0.4)
+    data[at:at + 400] = bytes(400)
+    clip.write_bytes(bytes(data))
+    with av.open(str(clip)) as c:  # what PyAV itself decodes, packet by packet, passing over errors
+        s, plain = c.streams.video[0], 0
+        for packet in c.demux(s):
+            try:
+                plain += len(packet.decode())
+            except av.FFmpegError:
+                pass
+    with VideoReader(clip) as r:
+        n = len(list(r))
+    assert n == plain < 30
+    assert f"decoded {n} of 30 frames ({30 - n} missing): {r.skipped_packets} damaged packets skipped" in caplog.text
+
+
 def _bad(tmp_path, kind):
     if kind == "missing":
         return tmp_path / "nope.mp4", {}

@@ -1,4 +1,4 @@
-"""Backward warping, consistency masks, scene cuts and the temporal init, on synthetic frames."""
+"""Backward warping, consistency masks and the temporal init, on synthetic frames."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stages.flow import FlowEstimator
-from stages.warp import consistency_mask, histogram_distance, is_scene_cut, temporal_init, warp
+from stages.warp import consistency_mask, temporal_init, warp
 from tests.synth import blurred_texture as texture
 
 
@@ -116,27 +116,6 @@ def test_mask_smoothing_wraps_horizontally() -> None:
     mask = consistency_mask(b, f, wrap_x=True)
     assert mask[:, 0].max() < 1.0  # the blur reaches across the seam to column 0
     assert mask[:, 25].min() > 0.999
-
-
-def test_histogram_and_scene_cut() -> None:
-    warm = texture(120, 160, seed=3, tint=(1.0, 0.8, 0.5))
-    cool = texture(120, 160, seed=4, tint=(0.4, 0.7, 1.0))
-    assert histogram_distance(warm, warm) == pytest.approx(0.0, abs=1e-6)
-    assert histogram_distance(warm, cool) > 0.8
-
-    b, f = FlowEstimator().pair(warm, cool)
-    cut, reason = is_scene_cut(consistency_mask(b, f), warm, cool)
-    assert cut and "reliable" in reason
-    cut, reason = is_scene_cut(np.ones((120, 160), np.float32), warm, cool)
-    assert cut and "histogram" in reason
-
-    prev, cur = occluder_pair()
-    b, f = FlowEstimator().pair(prev, cur)
-    assert is_scene_cut(consistency_mask(b, f), prev, cur) == (False, "")
-    shifted = np.roll(warm, 7, axis=1)
-    b, f = FlowEstimator().pair(warm, shifted)
-    assert histogram_distance(warm, shifted) < 0.1
-    assert not is_scene_cut(consistency_mask(b, f), warm, shifted)[0]
 
 
 def test_temporal_init() -> None:
