@@ -10,12 +10,13 @@ its convolutions with columns from the other side.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
+from stages.objective import Objective, objective_loss
 from stages.spherical import latitude_weight
 
 if TYPE_CHECKING:
@@ -24,19 +25,6 @@ if TYPE_CHECKING:
 EPS = 1e-8
 MIN_OCTAVE_SIDE = 32
 WRAP_MULTIPLE = 32  # the deepest stride of the bundled networks
-
-
-@dataclass(frozen=True, slots=True)
-class Objective:
-    """Σ_l w_l · mean(a_l²) over `layers`, optionally over a channel subset, or a guide's best match."""
-
-    layers: Mapping[str, float]
-    channels: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    guide: Mapping[str, torch.Tensor] = field(default_factory=dict)  # layer → C×K guide features
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +40,6 @@ class Schedule:
     pole_exponent: float = 0.0  # equirect only: step × cos(latitude)^k; 0 = off
     tile_batch_px: int = 0  # tiles stacked per forward, in pixels; 0 = one tile at a time
     sphere: SphereSpec | None = None  # equirect only: dream through perspective views (stages/sphere.py)
-
-
-def objective_loss(feats: Mapping[str, torch.Tensor], obj: Objective, area_scale: float = 1.0) -> torch.Tensor:
-    """Per-sample-normalised objective summed over the batch.
-
-    `area_scale` = tile area / image area: a tile's loss is then on the same scale as the whole
-    image's, so tiled and untiled gradients agree.
-    """
-    total = None
-    for name, weight in obj.layers.items():
-        a = feats[name].float()
-        if name in obj.channels:
-            a = a[:, list(obj.channels[name])]
-        per_sample = a[0].numel() / area_scale
-        if name in obj.guide:
-            g = obj.guide[name].to(a)
-            flat = a.flatten(2)  # N×C×P
-            match = torch.einsum("ncp,ck->npk", flat, g).argmax(-1)  # best guide vector per position
-            term = (flat * g[:, match].permute(1, 0, 2)).sum() / per_sample
-        else:
-            term = a.pow(2).sum() / per_sample
-        total = weight * term if total is None else total + weight * term
-    assert total is not None
-    return total
 
 
 def _grad_once(x: torch.Tensor, net, obj: Objective, *, wrap_x: bool, area_scale: float,
@@ -200,7 +164,7 @@ def ascent_step(x: torch.Tensor, net, obj: Objective, sch: Schedule, gen: torch.
     if sch.sphere is not None:
         # A random rotation of the whole sphere replaces the jitter; the direction comes normalised
         # by solid angle, so neither the roll, the latitude weight nor the plain mean applies.
-        from stages.sphere import sphere_direction  # lazy: stages.sphere imports objective_loss from here
+        from stages.sphere import sphere_direction  # lazy: only sphere-true 360° renders need it
 
         g = sphere_direction(x, net, obj, sch.sphere, gen, amp_dtype=amp_dtype,
                              batch_px=max(sch.tile_batch_px, sch.tile ** 2) if sch.tile > 0 else 0)

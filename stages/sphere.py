@@ -72,6 +72,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from stages.objective import objective_loss
 from stages.spherical import crop_x, latitude_weight, wrap_pad_x
 
 EPS = 1e-8
@@ -329,7 +330,6 @@ def push_to_equirect(x: torch.Tensor, gv: torch.Tensor, rot: torch.Tensor, spec:
 def view_gradients(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tensor, *,
                    amp_dtype: torch.dtype | None = None, batch_px: int = 0) -> torch.Tensor:
     """d objective / d view for the K views of each frame: N×K×C×n×n (views in chunks of ≤ batch_px)."""
-    from stages.dream import objective_loss  # here, not at the top: stages.dream imports this module lazily
 
     n_, _, h, w = x.shape
     n = face_size(w, spec)
