@@ -1,1 +1,4 @@
-"""Wiring: config, CLI, the frame loop, checkpoints. No maths here; that lives in `stages`."""
+"""Wiring: the CLI and config, one render from plan to finished file, checkpoints, scale-out, music, review.
+
+No maths here; that lives in `stages`, which never imports this package.
+"""

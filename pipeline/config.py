@@ -11,128 +11,37 @@ import dataclasses
 import hashlib
 import importlib.resources
 import json
-import math
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
 import yaml
 
 from pipeline.errors import ConfigError
-from stages.cuts import SCENE_CUT_MIN_RELIABLE
+from pipeline.schema import (
+    MIN_TILE,
+    SEED_MAX,
+    CheckpointCfg,
+    Config,
+    DreamCfg,
+    EncodeCfg,
+    InputCfg,
+    ModelCfg,
+    ReactCfg,
+    ScaleCfg,
+    SphericalCfg,
+    TemporalCfg,
+    VideoCfg,
+    build,
+)
+from pipeline.timeline import validate_react, validate_timeline
+
+# The shape lives in pipeline.schema; these names are re-exported so callers import configs from one place.
+__all__ = ["MIN_TILE", "SEED_MAX", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg", "ModelCfg",
+           "ReactCfg", "ScaleCfg", "SphericalCfg", "TemporalCfg", "VideoCfg", "build", "config_hash", "dump_yaml",
+           "from_dict", "load_config", "parse_override", "preset_names", "preset_path", "render_hash", "to_dict"]
 
 PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
-MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame
-SEED_MAX = 2**32 - 1  # frame i seeds its generator with seed + i, which must stay a 64-bit seed
-
-
-def _f(default, *, lo=None, hi=None, lo_open=False, doc=""):
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc})
-
-
-@dataclass(frozen=True)
-class ModelCfg:
-    name: str = _f("efficientnet_lite0")
-    weights: str | None = _f(None)
-
-
-@dataclass(frozen=True)
-class DreamCfg:
-    layers: Union[list[str], dict[str, float], None] = _f(None)  # None: the model's default layers
-    channels: dict[str, list[int]] | None = _f(None)
-    guide: str | None = _f(None)
-    octaves: int = _f(4, lo=1, hi=12)
-    octave_scale: float = _f(1.4, lo=1.0, hi=4.0, lo_open=True)
-    iterations: int = _f(10, lo=0, hi=1000)
-    step_size: float = _f(1.65, lo=0.0, hi=64.0, lo_open=True)
-    jitter: int = _f(32, lo=0, hi=512)
-    tile: int = _f(512, lo=0, hi=8192)
-    seed: int = _f(0, lo=0, hi=SEED_MAX)
-    device: Literal["auto", "cpu", "cuda"] = _f("auto")
-
-
-@dataclass(frozen=True)
-class InputCfg:
-    max_side: int | None = _f(None, lo=16, hi=16384)
-
-
-@dataclass(frozen=True)
-class SphericalCfg:
-    mode: Literal["sphere", "equirect"] = _f("sphere")  # sphere: views of the sphere; equirect: the frame itself
-    stereo: Literal["carry", "independent"] = _f("carry")  # one dream carried to the other eye by disparity
-    wrap: bool = _f(True)
-    pole_exponent: float = _f(1.0, lo=0.0, hi=8.0)
-
-
-@dataclass(frozen=True)
-class VideoCfg:
-    start: float = _f(0.0, lo=0.0)
-    max_frames: int | None = _f(None, lo=1)
-
-
-@dataclass(frozen=True)
-class TemporalCfg:
-    enabled: bool = _f(True)
-    flow: Literal["dis", "farneback", "raft"] = _f("dis")
-    blend: float = _f(0.9, lo=0.0, hi=1.0)
-    iterations: int = _f(2, lo=0, hi=1000)
-    hold: float = _f(0.3, lo=0.0, hi=1.0)  # per step, pull new detail back to the carried dream where flow is reliable
-    steady: bool = _f(True)  # keep the dream's strength at its shot's first frame
-    scene_cut: float = _f(SCENE_CUT_MIN_RELIABLE, lo=0.0, hi=1.0)
-
-
-@dataclass(frozen=True)
-class CheckpointCfg:
-    segment_frames: int = _f(30, lo=1, hi=100000)
-
-
-@dataclass(frozen=True)
-class EncodeCfg:
-    codec: Literal["h264", "hevc"] = _f("h264")
-    crf: int = _f(18, lo=0, hi=51)
-    speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = _f("medium")
-    preset: Literal["none", "quest", "youtube360", "h264_compat"] = _f("none")
-    gop: float | None = _f(None, lo=0.0, hi=60.0, lo_open=True)  # seconds between key frames; None: the preset's
-
-
-@dataclass(frozen=True)
-class ReactCfg:
-    param: str = _f("dream.step_size")  # a numeric dream/temporal key or dream.layers.NAME
-    amount: float = _f(0.0, lo=0.0, hi=10.0)  # value × (1 + amount × envelope); 0 = off
-    feature: Literal["onset", "rms", "beat"] = _f("onset")
-    attack: float = _f(0.01, lo=0.0, hi=5.0)  # seconds
-    release: float = _f(0.2, lo=0.0, hi=10.0)  # seconds
-    audio: str | None = _f(None)  # an audio file; None: the input's own soundtrack
-
-
-@dataclass(frozen=True)
-class ScaleCfg:
-    backend: Literal["none", "ray"] = _f("none")
-    workers: int | None = _f(None, lo=1, hi=4096)  # None: one per GPU in the cluster, else 1
-    address: str | None = _f(None)  # None: a local Ray for this render; "auto" or "ray://head:10001": a cluster
-    gpus_per_worker: float | None = _f(None, lo=0.0, hi=64.0)  # None: 1 where the cluster has GPUs, else 0
-    cpus_per_worker: int = _f(1, lo=1, hi=1024)  # also each worker's torch threads
-    chunk_seconds: float = _f(10.0, lo=0.0, hi=86400.0, lo_open=True)
-    warmup_frames: int = _f(30, lo=0, hi=100000)  # a chunk inside a shot starts this early; rounded up to segments
-
-
-@dataclass(frozen=True)
-class Config:
-    model: ModelCfg = field(default_factory=ModelCfg)
-    dream: DreamCfg = field(default_factory=DreamCfg)
-    input: InputCfg = field(default_factory=InputCfg)
-    projection: Literal["auto", "flat", "equirect"] = _f("auto")
-    stereo: Literal["auto", "mono", "top-bottom", "left-right"] = _f("auto")
-    spherical: SphericalCfg = field(default_factory=SphericalCfg)
-    video: VideoCfg = field(default_factory=VideoCfg)
-    temporal: TemporalCfg = field(default_factory=TemporalCfg)
-    checkpoint: CheckpointCfg = field(default_factory=CheckpointCfg)
-    encode: EncodeCfg = field(default_factory=EncodeCfg)
-    scale: ScaleCfg = field(default_factory=ScaleCfg)
-    timeline: tuple = field(default=(), metadata={"doc": "keyframes {at, set, ease}: pipeline/timeline.py"})
-    react: ReactCfg = field(default_factory=ReactCfg)
 
 
 # ------------------------------------------------------------------------------------------- loading
@@ -198,8 +107,6 @@ def load_config(config: str | None = "default", overrides: typing.Sequence[str] 
 
 def from_dict(raw: dict) -> Config:
     """A config from its mapping form (a preset, a file, `to_dict`), every key checked."""
-    from pipeline.timeline import validate_react, validate_timeline  # it builds on this module
-
     raw = dict(raw)
     timeline = raw.pop("timeline", None)
     cfg = build(Config, raw, "")
@@ -207,82 +114,6 @@ def from_dict(raw: dict) -> Config:
         raise ConfigError(f"dream.tile: must be 0 (never tile) or >= {MIN_TILE}, got {cfg.dream.tile}")
     validate_react(cfg.react, cfg)
     return dataclasses.replace(cfg, timeline=validate_timeline(timeline, cfg))
-
-
-def build(cls, data: Any, prefix: str):
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping, got {_tname(data)}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in fields:
-            raise ConfigError(f"{prefix}{k}: unknown key (valid: {', '.join(fields)})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key, tp, v = prefix + name, hints[name], data[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = build(tp, v, key + ".")
-        else:
-            kwargs[name] = _check(key, tp, v, f.metadata)
-    return cls(**kwargs)
-
-
-def _tname(v: Any) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if v is None and type(None) in args:
-            return None
-        errors = []
-        # A mapping or a list is judged by the branch of its own shape, so the message names the real fault.
-        shaped = [a for a in args if typing.get_origin(a) is (dict if isinstance(v, dict) else list)]
-        for a in shaped if isinstance(v, (dict, list)) and shaped else (a for a in args if a is not type(None)):
-            try:
-                return _check(key, a, v, meta)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: unexpected value {v!r}")
-    if origin is Literal:
-        if v not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}, got {v!r}")
-        return v
-    if origin is list:
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"{key}: must be a non-empty list, got {_tname(v)}")
-        return tuple(_check(f"{key}[{i}]", args[0], x, {}) for i, x in enumerate(v))
-    if origin is dict:
-        if not isinstance(v, dict) or not v:
-            raise ConfigError(f"{key}: must be a non-empty mapping, got {_tname(v)}")
-        return types.MappingProxyType({_check(f"{key} key", args[0], k, {}): _check(f"{key}.{k}", args[1], x, {})
-                                       for k, x in v.items()})
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{key}: must be true or false, got {v!r}")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{key}: must be an integer, got {v!r}")
-    elif tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {v!r}")
-        if not math.isfinite(v):
-            raise ConfigError(f"{key}: must be a finite number, got {v}")
-        v = float(v)
-    elif tp is str:
-        if not isinstance(v, str):
-            raise ConfigError(f"{key}: must be a string, got {_tname(v)}")
-        return v
-    lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
-        raise ConfigError(f"{key}: must be {'>' if meta.get('lo_open') else '>='} {lo}, got {v}")
-    if hi is not None and v > hi:
-        raise ConfigError(f"{key}: must be <= {hi}, got {v}")
-    return v
 
 
 # ------------------------------------------------------------------------------------------- output

@@ -30,9 +30,9 @@ from pipeline.chunks import Chunk, Survey, crossfade, plan_chunks, survey
 from pipeline.config import Config, from_dict, render_hash, to_dict
 from pipeline.engine import DreamEngine, check_config
 from pipeline.errors import InputError
+from pipeline.passes import RunStats, finalize, keep_params, render_pass
 from pipeline.plan import VideoPlan, check_video_output, plan_video
 from pipeline.records import TemporalState
-from pipeline.runner import RunStats, finalize, keep_params, render_pass
 from stages.common import write_atomic
 from stages.decode import VideoReader, short_error
 from stages.dream import quantize

@@ -34,8 +34,8 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.config import Config, DreamCfg, TemporalCfg, _check, _tname
 from pipeline.errors import ConfigError
+from pipeline.schema import Config, DreamCfg, TemporalCfg, _check, _tname
 
 EASES = ("linear", "smooth", "step")
 LAYER_PREFIX = "dream.layers."

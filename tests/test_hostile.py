@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-import pipeline.runner as runner
+import pipeline.passes as passes
 from pipeline.checkpoint import MILESTONES, RunDir, run_dir_for
 from pipeline.config import load_config
 from pipeline.records import TemporalState
@@ -224,17 +224,17 @@ def test_damaged_checkpoint_resumes_to_the_undisturbed_output(clip, reference, t
 def test_kill_during_finalize_leaves_no_debris_and_resumes(clip, reference, tmp_path, monkeypatch):
     dst = tmp_path / "out.mp4"
     calls = []
-    real = runner.publish
+    real = passes.publish
 
     def killed_before_the_rename(tmp, final):
         calls.append(tmp)
         raise Crash
 
-    monkeypatch.setattr(runner, "publish", killed_before_the_rename)
+    monkeypatch.setattr(passes, "publish", killed_before_the_rename)
     with pytest.raises(Crash):
         run_video(clip, dst, load_config("default", FAST))
     assert calls and calls[0].parent == run_dir_for(dst) and calls[0].exists()
-    monkeypatch.setattr(runner, "publish", real)
+    monkeypatch.setattr(passes, "publish", real)
     # An older version's temp file beside OUTPUT is cleared too.
     (tmp_path / f".{dst.name}.12345.part.mp4").write_bytes(b"debris")
     resume(clip, dst)
