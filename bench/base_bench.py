@@ -48,7 +48,7 @@ def _render(tree: Path, src: Path, dst: Path, frames: int, threads: int | None) 
 
 
 def _metrics(src: Path, dst: Path) -> dict:
-    from pipeline.measure import run_metrics
+    from pipeline.review.measure import run_metrics
 
     m = run_metrics(src, dst, plot=None, projection="flat")
     return {"warp_error": m["warp_error"], "dream_strength": m["dream_strength"]}

@@ -51,7 +51,7 @@ class Case:
         """Pixels pushed through the network per iteration (tiles overlap: more than h·w)."""
         if self.tile <= 0 or (self.h <= self.tile and self.w <= self.tile):
             return self.h * self.w
-        from stages.dream import tile_starts
+        from stages.dream.ascent import tile_starts
 
         th, tw = min(self.tile, self.h), min(self.tile, self.w)
         ov = max(8, self.tile // 4)
@@ -69,7 +69,7 @@ def load_net(model: str, device: str, *, frozen: bool = True, channels_last: boo
     """The FeatureNet as the engine builds it; googlenet with random weights (timing only, offline)."""
     import torch
 
-    from stages import zoo
+    from stages.dream import zoo
 
     net = zoo.build_model(model, random_weights=model != LITE0)
     if not frozen:
@@ -91,8 +91,8 @@ def run_case(case: Case, net=None) -> dict:
     """Warm up, time `case.iters` ascent steps (jitter + forward + backward + step), measure memory."""
     import torch
 
-    from stages import dream as D
-    from stages.zoo import DEFAULT_LAYERS
+    from stages.dream import ascent as D
+    from stages.dream.zoo import DEFAULT_LAYERS
 
     t_case = time.perf_counter()
     dev = torch.device(case.device)

@@ -1,6 +1,6 @@
 """Section `dream`: ms per dream iteration and peak memory, with side-by-side ratios.
 
-One iteration = one `stages.dream.ascent_step` (jitter + forward to the model's default layer + backward
+One iteration = one `stages.dream.ascent.ascent_step` (jitter + forward to the model's default layer + backward
 to the input + normalised step), batch 1. Rows: device × model (efficientnet_lite0 with its real
 weights, googlenet with random weights) × 512×512 / 1920×1080, and side by side in the same run:
 frozen vs unfrozen parameters, tiled (512) vs untiled, on CUDA fp32 vs autocast and NCHW vs
@@ -23,7 +23,7 @@ GOOGLENET = "googlenet"
 MODELS = (LITE0, GOOGLENET)
 SHORT = {LITE0: "lite0", GOOGLENET: "googlenet"}
 SMALL, HD, HUGE = (512, 512), (1080, 1920), (3000, 4000)  # (h, w)
-ENGINE_TILE_BATCH = 32 * 512 * 512  # pipeline.engine on CUDA: up to 32 tiles per forward (memory allowing)
+ENGINE_TILE_BATCH = 32 * 512 * 512  # pipeline.render.engine on CUDA: up to 32 tiles per forward (memory allowing)
 
 
 # -------------------------------------------------- plans (priority order: the budget cuts the tail)

@@ -45,8 +45,8 @@ def _render(src: Path, dst: Path, sets: list[str]) -> float:
 
 
 def _series(src: Path, dst: Path) -> dict:
-    from stages.decode import VideoReader
-    from stages.metrics import warp_error_series
+    from stages.measure.metrics import warp_error_series
+    from stages.media.decode import VideoReader
 
     with VideoReader(src) as a, VideoReader(dst) as b:
         return warp_error_series((f.rgb for f in a), (f.rgb for f in b))
@@ -54,9 +54,9 @@ def _series(src: Path, dst: Path) -> dict:
 
 def _boundaries(src: Path, frames: int, extra: list[str]) -> list[int]:
     """The chunk starts the Ray render used: the same survey and plan, recomputed."""
-    from pipeline.chunks import plan_chunks, survey
     from pipeline.config import load_config
-    from pipeline.scale import balanced_target
+    from pipeline.scale.chunks import plan_chunks, survey
+    from pipeline.scale.ray import balanced_target
 
     cfg = load_config("default", COMMON + RAY + extra)
     sv = survey(src, start=0.0, max_frames=frames, scene_cut=cfg.temporal.scene_cut)

@@ -4,7 +4,7 @@
 seam and the pole views then see other content; the dream of each yaw has its own seed), dreamed with
 the default preset's schedule (Lite0 block9, 4 octaves × 1.4, 10 iterations, step 1.5, jitter 32, tile
 512) in each mode, interleaved so drift in the machine's load hits every mode alike. Per mode, the mean
-over yaws of `stages.vr_metrics` (radial anisotropy up / down / horizon on the sphere and on the view
+over yaws of `stages.measure.vr_metrics` (radial anisotropy up / down / horizon on the sphere and on the view
 plane, pole strength up / down, structure-matched seam with its one-column noise) and CPU seconds per
 dream (process time, one torch thread unless told otherwise), with the cost ratio against `equirect`.
 
@@ -44,7 +44,7 @@ def isotropic_texture(w: int, seed: int = 0, waves: int = 400):
     parallels, which converge on its poles and which any dream follows."""
     import numpy as np
 
-    from stages.sphere import equirect_directions
+    from stages.vr.sphere import equirect_directions
 
     rng = np.random.default_rng(seed)
     d = equirect_directions(w // 2, w).numpy().reshape(-1, 3).astype(np.float64)
@@ -62,8 +62,8 @@ def isotropic_texture(w: int, seed: int = 0, waves: int = 400):
 
 def schedules(**sphere_kw) -> dict:
     """The two modes as the plan builds them today: `equirect` (wrap, cos-latitude weighting) and `sphere`."""
-    from stages.dream import Schedule
-    from stages.sphere import SphereSpec
+    from stages.dream.ascent import Schedule
+    from stages.vr.sphere import SphereSpec
 
     base = Schedule(equirect=True, wrap_x=True, pole_exponent=1.0)  # the default preset's values
     return {"equirect": base, "sphere": replace(base, sphere=SphereSpec(**sphere_kw))}
@@ -73,7 +73,7 @@ def dream_once(src, net, obj, sch, seed: int):
     """H×W×3 uint8 → float32 0..255, as the engine dreams a frame (CPU, fp32)."""
     import torch
 
-    from stages import dream as D
+    from stages.dream import ascent as D
 
     x = D.to_tensor(src, torch.device("cpu"))
     y = D.dream_octaves(x, net, obj, sch, torch.Generator().manual_seed(seed))
@@ -91,9 +91,9 @@ def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, v
     """
     import numpy as np
 
-    from stages import dream as D
-    from stages import zoo
-    from stages.vr_metrics import seam_jump, vr_report
+    from stages.dream import ascent as D
+    from stages.dream import zoo
+    from stages.measure.vr_metrics import seam_jump, vr_report
 
     net = net or zoo.build_model("efficientnet_lite0")
     obj = D.Objective({"block9": 1.0})
@@ -165,7 +165,7 @@ def run(ctx) -> dict:
         if per_yaw is not None and per_yaw * 1.3 > ctx.budget.left():
             break
         t = time.perf_counter()
-        from stages import zoo
+        from stages.dream import zoo
 
         net = net or zoo.build_model("efficientnet_lite0")
         one = measure(modes, w=512, yaws=(yaw,), seed=len(done), net=net, verbose=False)

@@ -5,14 +5,14 @@ Inputs: the committed synthetic stereo clip `sample_media/stereo_room_tb.mp4` (5
 and half-occlusions are known (`make_stereo_sample.synth_pair`). Modes, paired on the same input and seed:
 
 * independent: today's frame step, both eyes as one batch of two with one generator;
-* carry: `stages.stereo.dream_stereo` (left eye dreamed, residual carried by disparity, unreliable
+* carry: `stages.vr.stereo.dream_stereo` (left eye dreamed, residual carried by disparity, unreliable
   right-eye pixels dreamed on a crop atlas);
 * carry-full: the same with the masked ascent over the whole right eye (no crops): the exact reference.
 
-Correlation = `stages.vr_metrics_stereo` on the 8-bit outputs with three disparities: the issue's (DIS
+Correlation = `stages.measure.vr_metrics_stereo` on the 8-bit outputs with three disparities: the issue's (DIS
 on the source eyes, the carry's own estimator), Farneback (an independent estimator) and the ground
 truth. Cost = CPU seconds of this process per stereo frame (one torch thread), modes interleaved.
-Temporal chain: frames 0..N−1, each eye continued with `stages.warp.temporal_init` and DIS flow between
+Temporal chain: frames 0..N−1, each eye continued with `stages.temporal.warp.temporal_init` and DIS flow between
 consecutive source frames (blend 0.9, 3 warm iterations per octave, seed + frame index).
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python -m bench.stereo_bench [--frames 0,12] [--chain 6] [--big] [--json P]
@@ -65,9 +65,9 @@ class Bench:
     def __init__(self, iterations: int = 10, warm: int = 3) -> None:
         import torch
 
-        from stages import zoo
-        from stages.dream import Objective, Schedule
-        from stages.flow import FlowEstimator
+        from stages.dream import zoo
+        from stages.dream.ascent import Objective, Schedule
+        from stages.temporal.flow import FlowEstimator
 
         torch.set_num_threads(1)
         self.net = zoo.build_model("efficientnet_lite0")
@@ -80,8 +80,8 @@ class Bench:
         """One stereo frame in `mode`; returns eyes (float 0..255), CPU seconds and carry statistics."""
         import torch
 
-        from stages.dream import dream_octaves, to_array, to_tensor
-        from stages.stereo import dream_stereo
+        from stages.dream.ascent import dream_octaves, to_array, to_tensor
+        from stages.vr.stereo import dream_stereo
 
         cpu = torch.device("cpu")
         t = time.process_time()
@@ -98,8 +98,8 @@ class Bench:
         return out
 
     def stats(self, L, R, out: dict, disp, gt) -> dict:
-        from stages.dream import quantize
-        from stages.vr_metrics_stereo import stereo_stats
+        from stages.dream.ascent import quantize
+        from stages.measure.vr_metrics_stereo import stereo_stats
 
         dl, dr = quantize(out["left"]), quantize(out["right"])
         s = stereo_stats(L, R, dl, dr, disp=disp)
@@ -114,7 +114,7 @@ class Bench:
 
 
 def _gt(gen_mod, world, yaw_px: float, eye_w: int):
-    from stages.stereo import Disparity
+    from stages.vr.stereo import Disparity
 
     _, _, d, rel = gen_mod.synth_pair(world, yaw_px, eye_w)
     z = np.zeros_like(d)
@@ -123,7 +123,7 @@ def _gt(gen_mod, world, yaw_px: float, eye_w: int):
 
 def fresh_frames(b: Bench, pairs: list[tuple[str, np.ndarray, np.ndarray, object]], reps: int) -> list[dict]:
     """Each (name, L, R, gt) dreamed fresh in every mode, interleaved `reps` times for the timings."""
-    from stages.stereo import estimate_disparity
+    from stages.vr.stereo import estimate_disparity
 
     rows = []
     for name, L, R, gt in pairs:
@@ -152,9 +152,9 @@ def fresh_frames(b: Bench, pairs: list[tuple[str, np.ndarray, np.ndarray, object
 
 def temporal_chain(b: Bench, frames: list[np.ndarray], gts: list, modes=("independent", "carry")) -> list[dict]:
     """Frames 0..N−1 as a temporal chain in each mode; per-frame correlation and per-eye warp error."""
-    from stages.metrics import warp_error_series
-    from stages.stereo import estimate_disparity
-    from stages.warp import consistency_mask, temporal_init
+    from stages.measure.metrics import warp_error_series
+    from stages.temporal.warp import consistency_mask, temporal_init
+    from stages.vr.stereo import estimate_disparity
 
     rows = []
     for m in modes:
@@ -257,17 +257,17 @@ if __name__ == "__main__":
 def render_correlation(crf: int, side: int = 512, frames: int = 8, octaves: int = 2) -> dict:
     """The committed clip through `deepdream video` (default preset, stereo carry) at `side` px, `frames`
     frames, `octaves` octaves and CRF `crf` (0 = lossless); per-frame stereo correlation of the decoded
-    output against the source (DIS on the source eyes, `stages.vr_metrics_stereo`)."""
+    output against the source (DIS on the source eyes, `stages.measure.vr_metrics_stereo`)."""
     import tempfile
 
     import av
     import cv2
 
     from pipeline.config import load_config
-    from pipeline.runner import run_video
-    from stages.flow import FlowEstimator
-    from stages.spherical import split_stereo
-    from stages.vr_metrics_stereo import stereo_stats
+    from pipeline.render.runner import run_video
+    from stages.measure.vr_metrics_stereo import stereo_stats
+    from stages.temporal.flow import FlowEstimator
+    from stages.vr.spherical import split_stereo
 
     def decode(path: Path) -> list[np.ndarray]:
         with av.open(str(path)) as c:

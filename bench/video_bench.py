@@ -95,8 +95,8 @@ def calibrate(device: str, size: tuple[int, int], sphere: bool) -> dict:
     import torch
 
     from pipeline.config import load_config
-    from pipeline.engine import DreamEngine
-    from stages import dream as D
+    from pipeline.render.engine import DreamEngine
+    from stages.dream import ascent as D
 
     w_, h_ = size
     t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def frames_that_fit(cal: dict, device: str, want: int, temporal: bool, left: flo
 
 def render(ctx: Context, clip: Path, tmp: Path, device: str, frames: int, temporal: bool, *, name: str = "",
            equirect: bool = False) -> dict:
-    import pipeline.runner as R
+    import pipeline.render.runner as R
     from pipeline.config import load_config
 
     overrides = [f"video.max_frames={frames}", f"dream.device={device}"]

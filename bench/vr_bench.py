@@ -1,7 +1,7 @@
 """Section `vr`: 360° equirect cost of seam wrapping, and the seam / pole report.
 
 (a) A 3840×1920 equirect frame (`sample_media/testRoom1_2kMono.jpg` resized): ms per dream iteration,
-    one `stages.dream.ascent_step` with the engine's schedule and tile=512, wrap handling on
+    one `stages.dream.ascent.ascent_step` with the engine's schedule and tile=512, wrap handling on
     (`wrap_x=True`, pole_exponent 1: tiles wrap across the 0/360° meridian, feathered on both ends)
     vs off (`wrap_x=False`), as a ratio measured in the same run.
 (b) The seam report: testRoom1_2kMono at 512×256, `dream.octaves=3, dream.iterations=10`, yawed by a few
@@ -49,7 +49,7 @@ class _Engines:
     def get(self, device: str):
         if device not in self.cache:
             from pipeline.config import load_config
-            from pipeline.engine import DreamEngine
+            from pipeline.render.engine import DreamEngine
 
             cfg = load_config("default", ["dream.octaves=3", "dream.iterations=10", f"dream.tile={TILE}",
                                           f"dream.device={device}"])
@@ -69,7 +69,7 @@ class _Engines:
 
 def _tiles(h: int, w: int, wrap: bool) -> tuple[int, int]:
     """Tile grid (x, y) of one iteration, at the middle tile offset (the real one is random per step)."""
-    from stages.dream import tile_starts
+    from stages.dream.ascent import tile_starts
 
     ov = max(8, TILE // 4)
     ny = len(tile_starts(h, min(TILE, h), ov, (TILE - ov) // 2, wrap=False))
@@ -83,7 +83,7 @@ def _tiles(h: int, w: int, wrap: bool) -> tuple[int, int]:
 def iteration_cost(ctx: Context, eng, device: str) -> dict:
     import torch
 
-    from stages import dream as D
+    from stages.dream import ascent as D
 
     cuda = device == "cuda"
     h, w = BIG
@@ -137,7 +137,7 @@ def _seam_crop(dreamed):
     import cv2
     import numpy as np
 
-    from stages.dream import quantize
+    from stages.dream.ascent import quantize
 
     w = dreamed.shape[1]
     c = np.roll(quantize(dreamed), w // 2, axis=1)[:, w // 2 - CROP:w // 2 + CROP]
@@ -166,7 +166,7 @@ def _write_png(path, rgb) -> None:
 def seam_report(ctx: Context, eng, device: str) -> dict:
     import numpy as np
 
-    from stages.metrics import pole_stats, seam_stats
+    from stages.measure.metrics import pole_stats, seam_stats
 
     src = _read_rgb(SEAM)
     w = src.shape[1]

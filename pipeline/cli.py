@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_image(a) -> int:
     from pipeline.config import load_config
-    from pipeline.image import run_image
+    from pipeline.render.image import run_image
 
     run_image(a.input, a.output, load_config(a.config, a.overrides), progress=sys.stderr.isatty())
     print(a.output)
@@ -91,7 +91,7 @@ def _cmd_image(a) -> int:
 
 def _cmd_video(a) -> int:
     from pipeline.config import load_config
-    from pipeline.runner import run_video
+    from pipeline.render.runner import run_video
 
     run_video(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
     print(a.output)
@@ -100,14 +100,14 @@ def _cmd_video(a) -> int:
 
 def _cmd_probe(a) -> int:
     from pipeline.config import load_config
-    from pipeline.probe import probe_json
+    from pipeline.review.probe import probe_json
 
     print(json.dumps(probe_json(a.input, load_config(a.config, a.overrides)), indent=2))
     return EXIT_OK
 
 
 def _cmd_metrics(a) -> int:
-    from pipeline.measure import run_metrics
+    from pipeline.review.measure import run_metrics
 
     print(json.dumps(run_metrics(a.source, a.dreamed, plot=a.plot, flow=a.flow, projection=a.projection),
                      indent=2))
@@ -116,7 +116,7 @@ def _cmd_metrics(a) -> int:
 
 def _cmd_preview(a) -> int:
     from pipeline.config import load_config
-    from pipeline.preview import run_preview
+    from pipeline.review.preview import run_preview
 
     run_preview(a.input, a.output, load_config(a.config, a.overrides), source=a.source, at=a.at)
     print(a.output)
@@ -125,7 +125,7 @@ def _cmd_preview(a) -> int:
 
 def _cmd_view(a) -> int:
     from pipeline.config import load_config
-    from pipeline.view import DEFAULT_PORT, run_view
+    from pipeline.review.view import DEFAULT_PORT, run_view
 
     port = DEFAULT_PORT if a.port is None else a.port
     run_view(a.input, load_config(a.config, a.overrides), source=a.source, port=port)
@@ -134,8 +134,8 @@ def _cmd_view(a) -> int:
 
 def _cmd_layers(a) -> int:
     from pipeline.config import load_config
-    from pipeline.engine import resolve_layers
-    from stages import zoo
+    from pipeline.render.engine import resolve_layers
+    from stages.dream import zoo
 
     cfg = load_config(a.config, a.overrides)
     name = a.model or cfg.model.name

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.music.timeline import validate_react, validate_timeline
 from pipeline.schema import (
     MIN_TILE,
     SEED_MAX,
@@ -34,7 +35,6 @@ from pipeline.schema import (
     VideoCfg,
     build,
 )
-from pipeline.timeline import validate_react, validate_timeline
 
 # The shape lives in pipeline.schema; these names are re-exported so callers import configs from one place.
 __all__ = ["MIN_TILE", "SEED_MAX", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg", "ModelCfg",

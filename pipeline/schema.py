@@ -1,5 +1,5 @@
 """The config's shape: every section and key with its type, default and range, and the checks that hold a
-value to them. `pipeline.config` loads, merges and hashes configs of this shape; `pipeline.timeline`
+value to them. `pipeline.config` loads, merges and hashes configs of this shape; `pipeline.music.timeline`
 checks animated values with the same rules. Both build on this module, which builds on neither.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from pipeline.errors import ConfigError
-from stages.cuts import SCENE_CUT_MIN_RELIABLE
+from stages.temporal.cuts import SCENE_CUT_MIN_RELIABLE
 
 MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover a frame
 SEED_MAX = 2**32 - 1  # frame i seeds its generator with seed + i, which must stay a 64-bit seed
@@ -122,7 +122,7 @@ class Config:
     checkpoint: CheckpointCfg = field(default_factory=CheckpointCfg)
     encode: EncodeCfg = field(default_factory=EncodeCfg)
     scale: ScaleCfg = field(default_factory=ScaleCfg)
-    timeline: tuple = field(default=(), metadata={"doc": "keyframes {at, set, ease}: pipeline/timeline.py"})
+    timeline: tuple = field(default=(), metadata={"doc": "keyframes {at, set, ease}: pipeline/music/timeline.py"})
     react: ReactCfg = field(default_factory=ReactCfg)
 
 

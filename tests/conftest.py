@@ -48,7 +48,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def lite0():
     """The embedded EfficientNet-Lite0 `FeatureNet`, frozen, on CPU (built once; do not modify it)."""
-    from stages import zoo
+    from stages.dream import zoo
 
     _limit_torch_threads()
     return zoo.build_model("efficientnet_lite0")
@@ -77,7 +77,7 @@ def chelsea_tensor(chelsea_rgb):
     """Returns a function (w, h) -> 1×3×h×w float tensor in [0, 1] of the chelsea photo."""
     import torch
 
-    from stages.dream import to_tensor
+    from stages.dream.ascent import to_tensor
 
     def make(w: int, h: int):
         return to_tensor(resized(chelsea_rgb, w, h), torch.device("cpu"))

@@ -8,9 +8,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from stages import audio as A
 from stages.common import InputError
-from stages.decode import VideoReader
+from stages.media import audio as A
+from stages.media.decode import VideoReader
 from tests.synth import kick_times, kick_track, make_audio_file, make_clip, make_kick_clip, make_text_file
 
 FPS = Fraction(30)

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.decode import VideoReader
-from stages.encode import Encoding, VideoWriter
-from stages.spherical_meta import inject_spherical
+from stages.media.decode import VideoReader
+from stages.media.encode import Encoding, VideoWriter
+from stages.vr.spherical_meta import inject_spherical
 from tests.synth import make_audio_only, make_clip, make_text_file
 
 pytestmark = pytest.mark.slow  # every test reads a subprocess run

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from pipeline.config import load_config
-from pipeline.engine import DreamEngine
-from pipeline.runner import run_video
-from stages import dream as D
+from pipeline.render.engine import DreamEngine
+from pipeline.render.runner import run_video
+from stages.dream import ascent as D
 from tests.synth import make_clip, scene_texture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

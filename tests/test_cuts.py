@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pipeline.workers as workers
+import pipeline.render.workers as workers
 from pipeline.config import load_config
-from pipeline.runner import run_video
-from stages import cuts
-from stages.cuts import PairStats, cut_flags, histogram_distance, is_scene_cut, pair_stats
-from stages.decode import VideoReader
-from stages.flow import FlowEstimator
-from stages.warp import consistency_mask, warp
+from pipeline.render.runner import run_video
+from stages.media.decode import VideoReader
+from stages.temporal import cuts
+from stages.temporal.cuts import PairStats, cut_flags, histogram_distance, is_scene_cut, pair_stats
+from stages.temporal.flow import FlowEstimator
+from stages.temporal.warp import consistency_mask, warp
 from tests.synth import blurred_texture, whip_pan_frames, write_clip
 
 WHIP, CUT = (8, 20), 26  # the whip pan's frames and the real cut of `whip_clip`

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stages.common import InputError
-from stages.decode import VideoReader, probe
+from stages.media.decode import VideoReader, probe
 from tests.synth import make_audio_only, make_clip, make_text_file, scene_frame, scene_texture, truncate
 
 
@@ -61,7 +61,7 @@ def test_max_side_downscales_but_never_upscales(tmp_path):
 
 
 def test_downscaled_sizes_are_even():
-    from stages.decode import fit_size as _fit
+    from stages.media.decode import fit_size as _fit
 
     assert _fit(333, 201, 111) == (110, 66)  # the longer side fits, the other keeps the aspect, both even
     assert _fit(201, 333, 111) == (66, 110)

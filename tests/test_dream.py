@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages import dream as D
+from stages.dream import ascent as D
 
 CPU = torch.device("cpu")
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from stages.decode import VideoReader
-from stages.encode import Encoding, VideoWriter, encoder_available, join_segments
+from stages.media.decode import VideoReader
+from stages.media.encode import Encoding, VideoWriter, encoder_available, join_segments
 from tests.synth import AUDIO_RATE, make_clip
 
 
@@ -138,7 +138,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
-from stages.encode import Encoding, VideoWriter, join_segments
+from stages.media.encode import Encoding, VideoWriter, join_segments
 d = Path(sys.argv[1])
 with VideoWriter(d / "h.mp4", width=64, height=48, time_base=Fraction(1, 30), rate=Fraction(30),
                  encoding=Encoding(codec="hevc", speed="ultrafast")) as w:

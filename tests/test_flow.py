@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from stages.common import InputError
-from stages.flow import FLOW_METHODS, FlowEstimator, wrap_pad_width
-from stages.warp import warp
+from stages.temporal.flow import FLOW_METHODS, FlowEstimator, wrap_pad_width
+from stages.temporal.warp import warp
 from tests.synth import blurred_texture as texture
 
 

@@ -16,11 +16,11 @@ import av
 import numpy as np
 import pytest
 
-import pipeline.passes as passes
-from pipeline.checkpoint import MILESTONES, RunDir, run_dir_for
+import pipeline.render.passes as passes
 from pipeline.config import load_config
-from pipeline.records import TemporalState
-from pipeline.runner import run_video
+from pipeline.render.checkpoint import MILESTONES, RunDir, run_dir_for
+from pipeline.render.records import TemporalState
+from pipeline.render.runner import run_video
 from tests.conftest import CHELSEA, run_inprocess
 from tests.synth import make_clip
 

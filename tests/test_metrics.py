@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from stages.common import InputError
-from stages.flow import FlowEstimator
-from stages.metrics import plot_metrics, warp_error_series
-from stages.warp import consistency_mask, warp
+from stages.measure.metrics import plot_metrics, warp_error_series
+from stages.temporal.flow import FlowEstimator
+from stages.temporal.warp import consistency_mask, warp
 from tests.synth import blurred_texture as texture
 
 H, W, N, STEP = 72, 96, 6, 2

@@ -8,9 +8,9 @@ import torch
 import torchvision
 
 from pipeline.cli import main as cli_main
-from stages import zoo
 from stages.common import InputError
-from stages.models import SeamPad
+from stages.dream import zoo
+from stages.dream.models import SeamPad
 from tests.conftest import resized
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -36,7 +36,7 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_lite0_classifies_chelsea_as_a_cat(chelsea_rgb):
-    from stages.dream import to_tensor
+    from stages.dream.ascent import to_tensor
 
     net = zoo.build_model("efficientnet_lite0")  # fresh: forward() must not see another test's seam state
     x = to_tensor(resized(chelsea_rgb, 224, 224), torch.device("cpu"))
@@ -253,7 +253,7 @@ def test_wrap_x_only_changes_columns_near_the_edges(lite0, chelsea_tensor):
 
 @pytest.mark.slow
 def test_forward_logits_do_not_depend_on_a_previous_wrap_x_call(chelsea_rgb):
-    from stages.dream import to_tensor
+    from stages.dream.ascent import to_tensor
 
     net = zoo.build_model("efficientnet_lite0")
     x = to_tensor(resized(chelsea_rgb, 224, 224), torch.device("cpu"))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import run_video
-from stages.decode import VideoReader
+from pipeline.render.runner import run_video
+from stages.media.decode import VideoReader
 from tests.conftest import run_inprocess
 from tests.synth import kick_times, make_clip, make_kick_clip
 
@@ -50,7 +50,7 @@ def test_the_dream_pulses_on_the_kick_and_keeps_the_soundtrack(kick, tmp_path):
         ratio[amount] = float(s[beats].mean() / s[between].mean())
         with av.open(str(out)) as c:
             assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
-    from pipeline.measure import run_metrics
+    from pipeline.review.measure import run_metrics
 
     m = run_metrics(kick, out, plot=tmp_path / "plot.png", projection="flat")  # the reactive render's
     assert len(m["react_envelope"]) == 60 and (tmp_path / "plot.png").is_file()

@@ -13,8 +13,8 @@ import av
 import pytest
 
 from pipeline.cli import main
-from pipeline.measure import run_metrics
-from stages.encode import encoder_available
+from pipeline.review.measure import run_metrics
+from stages.media.encode import encoder_available
 from tests.conftest import REPO, cli_env
 from tests.synth import make_clip
 from tests.test_video import moov_bytes
@@ -27,7 +27,7 @@ import json, sys
 from pathlib import Path
 import av
 from pipeline.config import load_config
-from pipeline.runner import run_video
+from pipeline.render.runner import run_video
 src, out_dir, codec = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 class Kill(BaseException): pass
 def kill(index, _):

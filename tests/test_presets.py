@@ -11,10 +11,10 @@ from fractions import Fraction
 import pytest
 
 from pipeline.config import load_config
-from pipeline.plan import segment_frames
-from pipeline.presets import encode_plan, fit_max_side
-from stages import levels as L
-from stages.decode import fit_size
+from pipeline.render.plan import segment_frames
+from pipeline.render.presets import encode_plan, fit_max_side
+from stages.media import levels as L
+from stages.media.decode import fit_size
 from tests.conftest import REPO
 
 SOURCES = {"mono": (16384, 8192), "top-bottom": (16384, 16384), "left-right": (16384, 4096)}
@@ -66,7 +66,7 @@ _ENCODE = """
 import json, sys
 from fractions import Fraction
 import av, numpy as np
-from stages.encode import Encoding, VideoWriter
+from stages.media.encode import Encoding, VideoWriter
 out = []
 for job in json.loads(sys.argv[1]):
     path = sys.argv[2] + f"/{len(out)}.mp4"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.preview import STRIP_FRAMES, TILE
-from stages.spherical_meta import inject_spherical
-from stages.views import LABEL_H, ROW_LABEL_W, look_around
+from pipeline.review.preview import STRIP_FRAMES, TILE
+from stages.vr.spherical_meta import inject_spherical
+from stages.vr.views import LABEL_H, ROW_LABEL_W, look_around
 from tests.conftest import run_inprocess
 from tests.synth import make_clip, write_clip
 

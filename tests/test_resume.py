@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import run_video
+from pipeline.render.runner import run_video
 from tests.conftest import cli_env, run_inprocess
 from tests.synth import make_clip
 

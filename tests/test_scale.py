@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.chunks import crossfade, plan_chunks
+from pipeline.scale.chunks import crossfade, plan_chunks
 from tests.conftest import REPO, cli_env, run_inprocess
 from tests.synth import make_clip
 
@@ -58,7 +58,7 @@ def test_boundaries_prefer_scene_cuts():
 @pytest.mark.parametrize("frames, target, workers, want", [(200, 300, 2, 100), (200, 60, 2, 50), (1000, 300, 4, 250),
                                                            (5, 300, 8, 1), (9000, 300, 64, 141)])
 def test_chunks_come_in_whole_rounds_of_the_workers(frames, target, workers, want):
-    from pipeline.scale import balanced_target
+    from pipeline.scale.ray import balanced_target
 
     got = balanced_target(frames, target, workers)
     assert got == want
@@ -90,7 +90,7 @@ def clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def undisturbed(cluster, clip, tmp_path_factory) -> Path:
     from pipeline.config import load_config
-    from pipeline.runner import run_video
+    from pipeline.render.runner import run_video
 
     dst = tmp_path_factory.mktemp("ray") / "ray.mp4"
     run_video(clip, dst, load_config("default", COMMON + RAY))
@@ -102,9 +102,9 @@ def test_ray_render_is_whole_and_as_coherent_as_one_process(undisturbed, clip, t
     import av
 
     from pipeline.config import load_config
-    from pipeline.runner import run_video
-    from stages.decode import VideoReader
-    from stages.metrics import warp_error_series
+    from pipeline.render.runner import run_video
+    from stages.measure.metrics import warp_error_series
+    from stages.media.decode import VideoReader
 
     one = tmp_path / "one.mp4"
     run_video(clip, one, load_config("default", COMMON))
@@ -139,14 +139,14 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def _chunk_dirs() -> set[Path]:
-    """The workers' per-chunk temp dirs (pipeline.scale.ChunkSink)."""
+    """The workers' per-chunk temp dirs (pipeline.scale.ray.ChunkSink)."""
     return set(Path(tempfile.gettempdir()).glob("deepdream-chunk-*"))
 
 
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_output_is_byte_identical(undisturbed, clip, tmp_path):
     from pipeline.config import load_config
-    from pipeline.runner import run_video
+    from pipeline.render.runner import run_video
 
     dst = tmp_path / "out.mp4"
     killed, stale = [], _chunk_dirs()

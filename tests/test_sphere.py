@@ -1,4 +1,4 @@
-"""Sphere-true dreaming (stages/sphere.py) on the real EfficientNet-Lite0 at small sizes: view geometry
+"""Sphere-true dreaming (stages/vr/sphere.py) on the real EfficientNet-Lite0 at small sizes: view geometry
 against py360convert, the way back to equirect pixels, seeding, yaw equivariance, the Schedule hook,
 and the two modes compared on the same input."""
 
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from py360convert import utils as p3u
 
-from stages import dream as D
-from stages import sphere as S
-from stages.spherical import latitude_weight
-from stages.vr_metrics import pole_report
+from stages.dream import ascent as D
+from stages.measure.vr_metrics import pole_report
+from stages.vr import sphere as S
+from stages.vr.spherical import latitude_weight
 
 ROOM = Path(__file__).resolve().parent.parent / "sample_media" / "testRoom1_2kMono.jpg"
 OBJ = D.Objective({"block9": 1.0})

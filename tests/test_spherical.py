@@ -10,7 +10,7 @@ import skimage.data
 import torch
 
 from stages.common import InputError
-from stages.spherical import (
+from stages.vr.spherical import (
     crop_x,
     detect_equirect,
     detect_stereo,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages.common import InputError
-from stages.spherical_meta import (
+from stages.vr.spherical_meta import (
     Box,
     inject_spherical,
     parse_boxes,

@@ -1,7 +1,7 @@
 """Stereo carry: disparity, the dream's step mask, crop planning, and paired comparisons with independent eyes.
 
 The paired tests dream the same input with the same seed both ways: today's batch of two eyes
-(`independent`) and `stages.stereo.dream_stereo` (`carry`). Inputs are the committed synthetic stereo clip
+(`independent`) and `stages.vr.stereo.dream_stereo` (`carry`). Inputs are the committed synthetic stereo clip
 (`sample_media/stereo_room_tb.mp4`) and its generator's ground truth, at 256×128 per eye so the real
 EfficientNet-Lite0 runs in seconds. Bounds sit far from the measured values (noted beside each) and
 compare the modes with each other, so they hold on any CPU.
@@ -19,11 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from stages.dream import Objective, Schedule, ascent_step, dream_octaves, quantize, to_array, to_tensor
-from stages.flow import FlowEstimator
-from stages.spherical import detect_stereo, join_stereo, split_stereo
-from stages.spherical_meta import read_spherical
-from stages.stereo import (
+from stages.dream.ascent import Objective, Schedule, ascent_step, dream_octaves, quantize, to_array, to_tensor
+from stages.measure.vr_metrics_stereo import residual_correlation, stereo_stats
+from stages.temporal.flow import FlowEstimator
+from stages.temporal.warp import consistency_mask, temporal_init, warp
+from stages.vr.spherical import detect_stereo, join_stereo, split_stereo
+from stages.vr.spherical_meta import read_spherical
+from stages.vr.stereo import (
     Disparity,
     dream_stereo,
     estimate_disparity,
@@ -32,8 +34,6 @@ from stages.stereo import (
     right_eye_start,
     transfer_residual,
 )
-from stages.vr_metrics_stereo import residual_correlation, stereo_stats
-from stages.warp import consistency_mask, temporal_init, warp
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "sample_media" / "stereo_room_tb.mp4"

@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline import timeline as T
 from pipeline.config import Config, ConfigError, DreamCfg, ReactCfg, build, to_dict
-from stages.audio import frame_times
+from pipeline.music import timeline as T
+from stages.media.audio import frame_times
 
 CFG = Config(dream=DreamCfg(step_size=1.5, iterations=10))
 OFF = ReactCfg()

@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.runner import run_video
-from stages.decode import VideoReader
-from stages.metrics import warp_error_series
+from pipeline.render.runner import run_video
+from stages.measure.metrics import warp_error_series
+from stages.media.decode import VideoReader
 from tests.synth import make_audio_only, make_clip, make_text_file, truncate
 
 FAST = ["--set", "dream.octaves=2", "--set", "dream.iterations=3", "--set", "temporal.iterations=1",

@@ -20,8 +20,8 @@ import py360convert
 import pytest
 
 from pipeline.config import load_config
-from pipeline.view import build_server, parse_range
-from stages.spherical_meta import inject_spherical
+from pipeline.review.view import build_server, parse_range
+from stages.vr.spherical_meta import inject_spherical
 from tests.browser import find_or_install_chromium, match_fraction, run_page, shot_pixels
 from tests.conftest import REPO, cli_env, run_inprocess
 from tests.synth import make_text_file, write_clip
@@ -118,7 +118,7 @@ def test_only_the_named_files_and_the_page_are_served(server, clips):
         assert get(server, path)[0] == 200, path
     status, _, body = get(server, "/info.json")
     assert body.count(b'"projection": "equirect"') == 2 and b'"stereo": "top-bottom"' in body
-    for path in ("/index.html", "/web/", "/vendor/three.LICENSE", "/pipeline/view.py", "/video/", "/videos",
+    for path in ("/index.html", "/web/", "/vendor/three.LICENSE", "/pipeline/review/view.py", "/video/", "/videos",
                  "/dream.mp4", "/etc/passwd", "/" + str(clips["dream"]).lstrip("/"), "/report"):
         assert get(server, path)[0] == 404, path
     assert get(server, "/report", method="POST", headers={"Content-Length": "0"})[0] == 404  # CLI: no inbox

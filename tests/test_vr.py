@@ -15,14 +15,14 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.engine import DreamEngine
-from pipeline.layout import Layout, resolve_layout
-from pipeline.plan import DreamPlan
-from pipeline.runner import run_video
-from pipeline.step import dream_frame
-from stages.dream import quantize
-from stages.metrics import pole_stats, seam_stats
-from stages.spherical_meta import inject_spherical, read_spherical
+from pipeline.render.engine import DreamEngine
+from pipeline.render.layout import Layout, resolve_layout
+from pipeline.render.plan import DreamPlan
+from pipeline.render.runner import run_video
+from pipeline.render.step import dream_frame
+from stages.dream.ascent import quantize
+from stages.measure.metrics import pole_stats, seam_stats
+from stages.vr.spherical_meta import inject_spherical, read_spherical
 from tests.synth import write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,9 +199,9 @@ def test_stereo_carry_gives_both_eyes_one_dream(tmp_path: Path) -> None:
     """Paired on the committed stereo sample: carried by disparity, the right eye's dream is the left
     eye's (measured 0.99 residual correlation after the source's own disparity warp); dreamed as a batch
     of two it is another dream (measured 0.3)."""
-    from stages.flow import FlowEstimator
-    from stages.spherical import split_stereo
-    from stages.vr_metrics_stereo import stereo_stats
+    from stages.measure.vr_metrics_stereo import stereo_stats
+    from stages.temporal.flow import FlowEstimator
+    from stages.vr.spherical import split_stereo
 
     src = ROOT / "sample_media" / "stereo_room_tb.mp4"
     stats = {}

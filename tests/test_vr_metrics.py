@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stages import vr_metrics as M
+from stages.measure import vr_metrics as M
 
 H, W = 128, 256
 

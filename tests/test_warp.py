@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.flow import FlowEstimator
-from stages.warp import consistency_mask, temporal_init, warp
+from stages.temporal.flow import FlowEstimator
+from stages.temporal.warp import consistency_mask, temporal_init, warp
 from tests.synth import blurred_texture as texture
 
 

@@ -59,7 +59,7 @@ def test_installed_packages_come_from_the_wheel(installed: Path, tmp_path: Path)
     assert all(Path(f).is_relative_to(installed) for f in files), files
     assert names == preset_names() and "default" in names
     assert (installed / "configs" / "default.yaml").is_file()
-    web = installed / "pipeline" / "web"  # `deepdream view` works offline: its page and three.js ship
+    web = installed / "pipeline" / "review" / "web"  # `deepdream view` works offline: its page and three.js ship
     assert all((web / n).is_file() for n in ("index.html", "viewer.js", "vendor/three.module.min.js"))
 
 

@@ -1,0 +1,49 @@
+"""`deepdream image`: one still in, one dreamed still out (equirect and stereo stills included)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.config import Config, dump_yaml
+from pipeline.render.engine import DreamEngine, check_config
+from pipeline.render.layout import resolve_layout
+from pipeline.render.plan import DreamPlan
+from pipeline.render.step import dream_frame
+from stages.common import write_atomic
+from stages.dream.ascent import quantize
+from stages.media.still import check_output_path, output_format, read_still, resize_max_side, write_still
+
+log = logging.getLogger(__name__)
+
+
+def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Path:
+    # All checks first: nothing loads and nothing is written until input, output and config are valid.
+    output_format(dst)
+    check_output_path(dst, src)
+    check_config(cfg)
+    still = read_still(src)
+    rgb = resize_max_side(still.rgb, cfg.input.max_side)
+    layout = resolve_layout(cfg, rgb)
+    plan = DreamPlan.resolve(cfg, layout)
+    engine = DreamEngine(cfg)
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=1, desc="dream", unit="step", disable=not progress, leave=False)
+
+    def on_step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    out, _ = dream_frame(engine, plan, rgb, index=0, on_step=on_step)
+    bar.close()
+    write_still(dst, quantize(out), still.alpha)
+    cfg_path = dst.with_name(dst.name + ".yaml")
+    text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
+    write_atomic(cfg_path, lambda f: f.write(text.encode()))
+    log.info("wrote %s (%dx%d, %s, %.1f s); config in %s", dst, out.shape[1], out.shape[0],
+             layout.projection, time.perf_counter() - t0, cfg_path)
+    return dst

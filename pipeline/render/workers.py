@@ -1,0 +1,204 @@
+"""The two threads around the dream: decode + flow ahead of it, encode + checkpoint behind it.
+
+Queues are bounded, so memory stays flat on any length of video. A thread that fails puts its
+exception in the shared `errors` list; the main thread re-raises it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.render.checkpoint import Pass
+from pipeline.render.plan import VideoPlan
+from pipeline.render.records import END, DreamedFrame, FrameRecord, SegmentEnd
+from pipeline.render.step import eyes
+from stages.media.decode import VideoReader
+from stages.media.encode import VideoWriter
+from stages.temporal.cuts import PairStats, is_scene_cut, pair_stats
+from stages.temporal.flow import FlowEstimator
+from stages.temporal.warp import consistency_mask
+from stages.vr.stereo import estimate_disparity
+
+POLL_S = 0.2
+BACKGROUND_NICE = 5
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds each background thread spent working (not waiting on a queue): the bench's split.
+    Each field has one writer thread."""
+    decode_s: float = 0.0
+    flow_s: float = 0.0  # flow, reliability masks, scene-cut test and stereo disparity
+    encode_s: float = 0.0  # encoding, segment close and commit
+
+
+def background_priority() -> None:
+    """Lower this thread's priority (and that of threads it starts: x264's, OpenCV's): the dream on the
+    main thread is the render's critical path, and decode, flow and encode only need to keep ahead of it."""
+    try:
+        # Relative to the thread that started it: a Ray worker runs at nice 15, and an absolute 5 would
+        # put these threads ahead of every worker's dream on the machine (measured: 2 Ray workers on 2
+        # cores were no faster than one process).
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE))
+    except (AttributeError, OSError):  # not Linux, or not allowed: it only costs some speed
+        pass
+
+
+def offer(q: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
+    """Put `item`, waiting for room, unless `give_up()` turns true first (the other side is gone)."""
+    while not give_up():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def take(q: queue.Queue, give_up: Callable[[], bool]):
+    """The next item, or END once `give_up()` is true and nothing is waiting."""
+    while True:
+        try:
+            return q.get(timeout=POLL_S)
+        except queue.Empty:
+            if give_up():
+                return END
+
+
+class CutDecider:
+    """Holds each frame until the pair after it is known, then decides whether it starts a new shot
+    (`stages.temporal.cuts.is_scene_cut` needs a pair of context on either side to tell a cut from fast motion)."""
+
+    def __init__(self, prev: PairStats | None, min_reliable: float) -> None:
+        self.prev, self.min_reliable = prev, min_reliable  # prev: the pair before the held frame's
+        self.held: FrameRecord | None = None
+
+    def push(self, rec: FrameRecord) -> FrameRecord | None:
+        """Hold `rec`; give back the frame held before it, decided."""
+        out = self.flush(rec.pair)
+        self.held = rec
+        return out
+
+    def needs_next(self) -> bool:
+        return self.held is not None and self.held.pair is not None
+
+    def flush(self, nxt: PairStats | None = None) -> FrameRecord | None:
+        """The held frame, decided with `nxt` (the pair after it; None at the end of the clip)."""
+        rec, self.held = self.held, None
+        if rec is not None and rec.pair is not None:
+            cut, reason = is_scene_cut(self.prev, rec.pair, nxt, min_reliable=self.min_reliable)
+            rec.cut = reason if cut else ""
+        if rec is not None:
+            self.prev = rec.pair
+        return rec
+
+
+def _pair(est: FlowEstimator, prev: np.ndarray, cur: np.ndarray, dp) -> tuple[list, PairStats]:
+    """Per eye: backward flow and reliability mask; the cut test's numbers from the first eye."""
+    motion = []
+    for pe, ce in zip(eyes(prev, dp.stereo), eyes(cur, dp.stereo)):
+        b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
+        motion.append((b, consistency_mask(b, f, wrap_x=dp.wrap_x)))
+    return motion, pair_stats(motion[0][1], eyes(prev, dp.stereo)[0], eyes(cur, dp.stereo)[0])
+
+
+def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue, stop: threading.Event,
+            errors: list, times: StageTimes | None = None) -> None:
+    """Decode frames [p.state.next_index, p.stop_index), then per eye: backward/forward flow, reliability mask
+    and the scene-cut test (decided one frame late, see CutDecider)."""
+    background_priority()
+    times = times or StageTimes()
+    try:
+        dp, state, stop_index = plan.dream, p.state, p.stop_index
+        est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
+        prev = state.prev_source
+        decider = CutDecider(state.prev_pair, dp.scene_cut)
+        start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
+        limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
+        with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
+            frames = iter(r)
+            while True:
+                t0 = time.perf_counter()
+                fr = next(frames, None)
+                times.decode_s += time.perf_counter() - t0
+                if fr is None or stop.is_set():
+                    break
+                fr.index += first
+                if fr.index < state.next_index:
+                    continue  # done in an earlier run; its result is in a segment and the state
+                t0 = time.perf_counter()
+                if stop_index is not None and fr.index >= stop_index:
+                    if decider.needs_next() and dp.temporal:  # the held frame's cut test looks one pair ahead
+                        offer(in_q, decider.flush(_pair(est, prev, fr.rgb, dp)[1]), stop.is_set)
+                    break
+                motion, stats, disparity = None, None, None
+                if dp.stereo_carry:
+                    disparity = estimate_disparity(est, *eyes(fr.rgb, dp.stereo), wrap_x=dp.wrap_x)
+                if dp.temporal and prev is not None:
+                    motion, stats = _pair(est, prev, fr.rgb, dp)
+                times.flow_s += time.perf_counter() - t0
+                ready = decider.push(FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, "", disparity,
+                                                 stats))
+                if ready is not None:
+                    offer(in_q, ready, stop.is_set)
+                prev = fr.rgb
+        if not stop.is_set() and decider.held is not None:
+            offer(in_q, decider.flush(), stop.is_set)
+    except BaseException as e:  # re-raised by the main thread
+        errors.append(e)
+    finally:
+        offer(in_q, END, stop.is_set)
+
+
+def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, errors: list,
+            times: StageTimes | None = None) -> None:
+    """Encode frames into segment files; on a SegmentEnd, close the segment and commit it to `sink` (the run
+    directory, or a scale-out chunk's collector)."""
+    background_priority()
+    times = times or StageTimes()
+    writer, temp, seg_no = None, None, 0
+    first_index = first_pts = None
+    count, end_time = 0, 0.0
+    try:
+        while True:
+            item = out_q.get()
+            if item is END:
+                break
+            t0 = time.perf_counter()
+            if isinstance(item, DreamedFrame):
+                if writer is None:
+                    seg_no = item.index // plan.segment_frames
+                    temp = sink.segment_temp(seg_no)
+                    writer = VideoWriter(temp, width=plan.width, height=plan.height, time_base=plan.time_base,
+                                         rate=plan.rate, encoding=plan.enc.encoding, faststart=False,
+                                         frames=plan.segment_frames)
+                    first_index, first_pts, count = item.index, item.pts, 0
+                writer.write(item.rgb, item.pts)
+                end_time = item.end_time
+                count += 1
+            elif isinstance(item, SegmentEnd) and writer is not None:
+                writer.close()
+                writer = None
+                sink.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
+                                   end_time=end_time, state=item.state)
+            times.encode_s += time.perf_counter() - t0
+    except BaseException as e:
+        errors.append(e)
+        stop.set()
+    finally:
+        if writer is not None:  # frames after the last checkpoint: an unfinished segment is discarded
+            try:
+                writer.close()
+            except Exception:
+                pass
+            temp.unlink(missing_ok=True)

@@ -1,0 +1,7 @@
+"""360° and stereo: equirect projection and seam rules, sphere-true dreaming, stereo carry, metadata boxes.
+
+`spherical` is the one home of the seam rules (wrap padding, latitude weights); `sphere` dreams
+perspective views of the rotated sphere; `stereo` carries one eye's dream to the other by disparity;
+`spherical_meta` writes and reads Spherical Video V1/V2 boxes in pure Python; `views` cuts look-around
+views. May import torch, `stages.common` and `stages.dream.objective`, never `pipeline`.
+"""
