@@ -30,6 +30,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
                "seam, cost"),
     "stereo": ("bench.stereo_bench", "run", "360° stereo: one dream carried to the other eye vs independent eyes"),
     "scale": ("bench.scale_bench", "run", "Ray with 2 CPU workers vs one process: speed-up, pop where chunks meet"),
+    "feed": ("bench.feed_bench", "run", "everything around the dream (decode, flow, warp, encode) at 1080p and "
+             "3840x1920 equirect, now vs before"),
     "base": ("bench.base_bench", "run", "deepdream video against BENCH_BASE=<commit>, interleaved"),
 }
 
