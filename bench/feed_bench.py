@@ -1,6 +1,6 @@
 """Section `feed`: everything around the dream, i.e. what a GPU can never be faster than.
 
-The real `deepdream video` (`pipeline.runner.run_video`: decode → flow + reliability mask + scene-cut test →
+The real `deepdream video` (`pipeline.render.runner.run_video`: decode → flow + reliability mask + scene-cut test →
 temporal init, hold and steady scaling → encode + checkpoint segments → join) with the dream step replaced
 by a fixed synthetic texture added to each frame's start image, so warp and encode see dream-like detail.
 Two sizes: 1920×1080 flat (a pan through the committed 360° room) and 3840×1920 equirect (the room upscaled
