@@ -26,6 +26,8 @@ from pathlib import Path
 FEED_BASE = "2bd18d0539babc7cb1fabfc56b40362587fa9589"
 SIZES = {"1920x1080": ("flat", 10, 6), "3840x1920": ("equirect", 6, 4)}  # projection, frames, --quick frames
 TEXTURE_AMPLITUDE = 24.0
+# This tree's side runs as beside a GPU dream (the section's premise): flow on every core of this machine.
+NOW = (f"temporal.flow_threads={max(1, os.cpu_count() or 1)}",)
 
 
 class SyntheticDream:
@@ -57,7 +59,7 @@ class SyntheticDream:
         return np.clip(x + self._texture(x.shape), 0.0, 255.0)
 
 
-def _child(src: str, dst: str, frames: int, projection: str, out_json: str) -> None:
+def _child(src: str, dst: str, frames: int, projection: str, out_json: str, extra: list[str]) -> None:
     try:
         import pipeline.render.runner as R
     except ImportError:
@@ -65,7 +67,7 @@ def _child(src: str, dst: str, frames: int, projection: str, out_json: str) -> N
     from pipeline.config import load_config
 
     R.DreamEngine = SyntheticDream  # the one part left out: the dream itself
-    cfg = load_config("default", [f"video.max_frames={frames}", f"projection={projection}"])
+    cfg = load_config("default", [f"video.max_frames={frames}", f"projection={projection}", *extra])
     ru0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     stats = R.run_video(Path(src), Path(dst), cfg, restart=True)
     wall, ru1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
@@ -115,10 +117,11 @@ def _worktree(repo: Path, commit: str, into: Path) -> Path:
     return path
 
 
-def _side(tree: Path, src: Path, dst: Path, frames: int, projection: str) -> dict:
+def _side(tree: Path, src: Path, dst: Path, frames: int, projection: str, extra: tuple[str, ...] = ()) -> dict:
     out = dst.with_suffix(".json")
     env = dict(os.environ, PYTHONPATH=str(tree))
-    r = subprocess.run([sys.executable, __file__, "--child", str(src), str(dst), str(frames), projection, str(out)],
+    r = subprocess.run([sys.executable, __file__, "--child", str(src), str(dst), str(frames), projection, str(out),
+                        *extra],
                        cwd=tree, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{tree.name}: feed render failed: {r.stderr.strip().splitlines()[-3:]}")
@@ -145,7 +148,7 @@ def run(ctx) -> dict:
                 n = quick_frames if ctx.quick else frames
                 # before, then after: the same machine state for both within a size
                 before = _side(base, clips[size], tmp / f"before_{size}.mp4", n, projection)
-                after = _side(REPO, clips[size], tmp / f"after_{size}.mp4", n, projection)
+                after = _side(REPO, clips[size], tmp / f"after_{size}.mp4", n, projection, NOW)
                 entry = dict(after) | {f"{k}_before": v for k, v in before.items()}
                 entry["speedup"] = after["fps"] / before["fps"]
                 res["sizes"][size] = entry
@@ -168,4 +171,4 @@ def run(ctx) -> dict:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
-    _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])
+    _child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7:])

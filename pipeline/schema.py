@@ -72,6 +72,8 @@ class TemporalCfg:
     hold: float = _f(0.3, lo=0.0, hi=1.0)  # per step, pull new detail back to the carried dream where flow is reliable
     steady: bool = _f(True)  # keep the dream's strength at its shot's first frame
     scene_cut: float = _f(SCENE_CUT_MIN_RELIABLE, lo=0.0, hi=1.0)
+    # frames whose flow is computed at once; None: 1 beside a CPU dream, the free cores (≤ 8) beside a GPU one
+    flow_threads: int | None = _f(None, lo=1, hi=64)
 
 
 @dataclass(frozen=True)

@@ -90,3 +90,19 @@ def test_a_render_carries_the_dream_through_a_whip_pan(tmp_path: Path, monkeypat
     span = (WHIP[0] + 3, WHIP[1] - 3)  # the pairs where the flow fails (< 40 % reliable)
     jump_on, jump_off = (residual_jumps(src, tmp_path / f"{k}.mp4", span) for k in ("on", "off"))
     assert jump_on < 0.8 * jump_off, (jump_on, jump_off)  # measured 0.62 (128×72, 2 octaves)
+
+
+@pytest.mark.slow
+def test_flow_on_several_threads_gives_the_same_bytes(tmp_path: Path) -> None:
+    """Flow for several frames at once (temporal.flow_threads, as beside a GPU dream) changes only the speed:
+    the whip clip (motion, fast motion and a cut, so the one-frame lookahead is crossed too) renders to the
+    same bytes, with the same resets, on 1 and 3 flow threads."""
+    src = whip_clip(tmp_path / "whip.mp4")
+    out = {}
+    for n in (1, 3):
+        cfg = load_config("default", ["dream.octaves=1", "dream.iterations=2", "temporal.iterations=1",
+                                      f"temporal.flow_threads={n}", "checkpoint.segment_frames=8",
+                                      "encode.gop=0.333"])
+        out[n] = (run_video(src, tmp_path / f"t{n}.mp4", cfg).resets, (tmp_path / f"t{n}.mp4").read_bytes())
+    assert out[1][0] == out[3][0] == [CUT]
+    assert out[1][1] == out[3][1]

@@ -9,6 +9,7 @@ Nothing downstream re-derives these from the raw `Config`.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -19,7 +20,7 @@ from pipeline.config import Config
 from pipeline.errors import InputError
 from pipeline.music.table import plan_table
 from pipeline.music.timeline import FrameTable
-from pipeline.render.engine import resolve_layers
+from pipeline.render.engine import resolve_device, resolve_layers
 from pipeline.render.layout import Layout, resolve_layout
 from pipeline.render.presets import EncodePlan, encode_plan, fit_max_side
 from stages.dream.ascent import Schedule
@@ -30,6 +31,17 @@ from stages.vr.sphere import SphereSpec
 
 log = logging.getLogger(__name__)
 HEVC_MIN_SIDE = 64
+
+
+def flow_threads(cfg: Config) -> int:
+    """`temporal.flow_threads`, or: beside a CPU dream 1 (the dream already uses every core), beside a GPU
+    dream the cores the render may use but one (for the decode, encode and dream threads), at most 8."""
+    if cfg.temporal.flow_threads is not None:
+        return cfg.temporal.flow_threads
+    if resolve_device(cfg.dream.device).type == "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,7 @@ class DreamPlan:
     steady: bool  # residual strength held at the shot's first frame
     scene_cut: float
     flow: str
+    flow_threads: int = 1  # frames whose flow is computed at once (pipeline.render.workers)
 
     @classmethod
     def resolve(cls, cfg: Config, layout: Layout) -> DreamPlan:
@@ -59,7 +72,7 @@ class DreamPlan:
                    wrap_x=equirect and cfg.spherical.wrap,
                    pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
                    blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
-                   scene_cut=t.scene_cut, flow=t.flow)
+                   scene_cut=t.scene_cut, flow=t.flow, flow_threads=flow_threads(cfg))
 
     def schedule(self, base: Schedule, *, warm: bool, reliable: float = 1.0) -> Schedule:
         """The engine's base schedule specialised for this render's geometry and the frame's place.

@@ -6,6 +6,8 @@ exception in the shared `errors` list; the main thread re-raises it.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
 import queue
 import threading
@@ -112,17 +114,67 @@ def _pair(est: FlowEstimator, prev: np.ndarray, cur: np.ndarray, dp) -> tuple[li
     return motion, pair_stats(motion[0][1], eyes(prev, dp.stereo)[0], eyes(cur, dp.stereo)[0])
 
 
+class _Flow:
+    """Flow, masks, cut numbers and disparity of each frame, for up to `threads` frames at once (they depend
+    on source frames only; OpenCV releases the GIL), handed back in frame order. One estimator per thread:
+    a solver keeps buffers between calls. Results do not depend on the thread count."""
+
+    def __init__(self, dp, threads: int) -> None:
+        self.dp, self.threads = dp, threads
+        self._local = threading.local()
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="flow",
+                                                           initializer=background_priority) if threads > 1 else None
+        self._inflight: collections.deque = collections.deque()
+
+    def estimator(self) -> FlowEstimator:
+        if not hasattr(self._local, "est"):
+            self._local.est = FlowEstimator(self.dp.flow)
+        return self._local.est
+
+    def _job(self, prev: np.ndarray | None, cur: np.ndarray):
+        t0, dp, est = time.perf_counter(), self.dp, self.estimator()
+        disparity = estimate_disparity(est, *eyes(cur, dp.stereo), wrap_x=dp.wrap_x) if dp.stereo_carry else None
+        motion, stats = _pair(est, prev, cur, dp) if dp.temporal and prev is not None else (None, None)
+        return motion, stats, disparity, time.perf_counter() - t0
+
+    def submit(self, fr, prev: np.ndarray | None) -> list:
+        """Queue frame `fr` (after `prev`); returns the frames now done: [(frame, motion, stats, disparity, s)]."""
+        if self._pool is None:
+            return [(fr, *self._job(prev, fr.rgb))]
+        self._inflight.append((fr, self._pool.submit(self._job, prev, fr.rgb)))
+        return self.drain(keep=self.threads)
+
+    def drain(self, keep: int = 0) -> list:
+        done = []
+        while len(self._inflight) > keep:
+            fr, fut = self._inflight.popleft()
+            done.append((fr, *fut.result()))
+        return done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue, stop: threading.Event,
             errors: list, times: StageTimes | None = None) -> None:
     """Decode frames [p.state.next_index, p.stop_index), then per eye: backward/forward flow, reliability mask
-    and the scene-cut test (decided one frame late, see CutDecider)."""
+    and the scene-cut test (decided one frame late, see CutDecider), on `plan.dream.flow_threads` threads."""
     background_priority()
     times = times or StageTimes()
+    dp, state, stop_index = plan.dream, p.state, p.stop_index
+    flow = _Flow(dp, dp.flow_threads if dp.temporal or dp.stereo_carry else 1)
+    decider = CutDecider(state.prev_pair, dp.scene_cut)
+
+    def hand_on(done: list) -> None:
+        for fr, motion, stats, disparity, seconds in done:
+            times.flow_s += seconds
+            ready = decider.push(FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, "", disparity, stats))
+            if ready is not None:
+                offer(in_q, ready, stop.is_set)
+
     try:
-        dp, state, stop_index = plan.dream, p.state, p.stop_index
-        est = FlowEstimator(dp.flow) if dp.temporal or dp.stereo_carry else None
         prev = state.prev_source
-        decider = CutDecider(state.prev_pair, dp.scene_cut)
         start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
         limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
         with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
@@ -136,27 +188,21 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
                 fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
-                t0 = time.perf_counter()
                 if stop_index is not None and fr.index >= stop_index:
+                    hand_on(flow.drain())
                     if decider.needs_next() and dp.temporal:  # the held frame's cut test looks one pair ahead
-                        offer(in_q, decider.flush(_pair(est, prev, fr.rgb, dp)[1]), stop.is_set)
+                        offer(in_q, decider.flush(_pair(flow.estimator(), prev, fr.rgb, dp)[1]), stop.is_set)
                     break
-                motion, stats, disparity = None, None, None
-                if dp.stereo_carry:
-                    disparity = estimate_disparity(est, *eyes(fr.rgb, dp.stereo), wrap_x=dp.wrap_x)
-                if dp.temporal and prev is not None:
-                    motion, stats = _pair(est, prev, fr.rgb, dp)
-                times.flow_s += time.perf_counter() - t0
-                ready = decider.push(FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, "", disparity,
-                                                 stats))
-                if ready is not None:
-                    offer(in_q, ready, stop.is_set)
+                hand_on(flow.submit(fr, prev))
                 prev = fr.rgb
-        if not stop.is_set() and decider.held is not None:
-            offer(in_q, decider.flush(), stop.is_set)
+        if not stop.is_set():
+            hand_on(flow.drain())
+            if decider.held is not None:
+                offer(in_q, decider.flush(), stop.is_set)
     except BaseException as e:  # re-raised by the main thread
         errors.append(e)
     finally:
+        flow.close()
         offer(in_q, END, stop.is_set)
 
 
