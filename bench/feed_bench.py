@@ -58,6 +58,18 @@ class SyntheticDream:
         x = rgb.astype(np.float32)
         return np.clip(x + self._texture(x.shape), 0.0, 255.0)
 
+    # The frame step of trees with the temporal maths on the device hands over tensors (N×3×H×W, 0..255).
+    device = "cpu"
+
+    def dream_tensor(self, x, *, frame_index=0, schedule=None, hold=None, weights=None, on_step=None):
+        import torch
+
+        key = ("t",) + tuple(x.shape)
+        if key not in self._tex:
+            tex = self._texture((x.shape[2], x.shape[3], x.shape[1]))
+            self._tex[key] = torch.from_numpy(tex).permute(2, 0, 1)[None]
+        return (x + self._tex[key]).clamp_(0.0, 255.0)
+
 
 def _child(src: str, dst: str, frames: int, projection: str, out_json: str, extra: list[str]) -> None:
     try:

@@ -21,8 +21,9 @@ import torch
 
 from stages.dream.ascent import Objective, Schedule, ascent_step, dream_octaves, quantize, to_array, to_tensor
 from stages.measure.vr_metrics_stereo import residual_correlation, stereo_stats
+from stages.temporal import carry as C
 from stages.temporal.flow import FlowEstimator
-from stages.temporal.warp import consistency_mask, temporal_init, warp
+from stages.temporal.warp import consistency_mask, warp
 from stages.vr.spherical import detect_stereo, join_stereo, split_stereo
 from stages.vr.spherical_meta import read_spherical
 from stages.vr.stereo import (
@@ -259,8 +260,9 @@ def test_carry_holds_through_the_temporal_chain(lite0, obj, clip) -> None:
             if prev is not None:
                 for k, (ps, cs, res) in enumerate(((prev[0], left, prev[2]), (prev[1], right, prev[3]))):
                     bw, fw = est.pair(ps, cs, wrap_x=True)
-                    inits[k] = temporal_init(cs.astype(np.float32), res, bw, consistency_mask(bw, fw, wrap_x=True),
-                                             blend=0.9, wrap_x=True)
+                    b, m = C.frame_motion(bw, consistency_mask(bw, fw, wrap_x=True), cs.shape[:2], "cpu")
+                    inits[k] = C.to_host(C.start_image(C.to_device(cs, "cpu"), C.to_device(res, "cpu"), b, m,
+                                                       blend=0.9, wrap_x=True))
             sch = SCH if prev is None else warm
             if mode == "carry":
                 c = dream_stereo(left, right, disp, lite0, obj, sch, i, left_init=inits[0], right_init=inits[1])

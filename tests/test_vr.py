@@ -71,7 +71,7 @@ def seam_continuity(img: np.ndarray, wrap: bool) -> float:
     stats = []
     for k, yaw in enumerate(YAWS):
         src = np.roll(img, yaw, axis=1)
-        out, _ = dream_frame(engine, plan, src, index=k)
+        out = dream_frame(engine, plan, src, index=k).array()
         stats.append(seam_stats(out - src.astype(np.float32))["continuity"])
     return float(np.mean(stats))
 
@@ -107,7 +107,7 @@ def test_poles_are_not_pinched(room: np.ndarray) -> None:
     def top_variance(exponent: float) -> float:
         cfg = load_config("default", ["dream.octaves=3", "dream.iterations=6", "spherical.mode=equirect",
                                       f"spherical.pole_exponent={exponent}"])
-        out, _ = dream_frame(DreamEngine(cfg), equirect_plan(cfg), room, index=0)
+        out = dream_frame(DreamEngine(cfg), equirect_plan(cfg), room, index=0).array()
         return pole_stats(room, out)["row_variance_ratio"]
     with_poles, without = top_variance(1.0), top_variance(0.0)
     print(f"\npole row variance ratio: latitude weighting {with_poles:.2f}, none {without:.2f}")
@@ -150,7 +150,7 @@ def test_stereo_layout_and_metadata_survive(tmp_path: Path, layout: str, shape, 
 def test_stereo_eyes_share_jitter_and_seed() -> None:
     eye = periodic_texture(64, 128, seed=2)
     cfg = load_config("default", ["dream.octaves=2", "dream.iterations=3"])
-    out, _ = dream_frame(DreamEngine(cfg), equirect_plan(cfg, "top-bottom"), np.concatenate([eye, eye]), index=0)
+    out = dream_frame(DreamEngine(cfg), equirect_plan(cfg, "top-bottom"), np.concatenate([eye, eye]), index=0).array()
     # 8-bit, as a viewer sees it: sample 0 and 1 of one batch may round apart by ~1e-6 on some CPUs.
     assert np.abs(quantize(out[:64]).astype(int) - quantize(out[64:]).astype(int)).max() <= 1
 

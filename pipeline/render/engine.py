@@ -131,11 +131,12 @@ class DreamEngine:
             return self.objective
         return replace(self.objective, layers={**self.objective.layers, **weights})
 
-    def _hold(self, hold: np.ndarray | None, n: int, shape) -> torch.Tensor | None:
+    def _hold(self, hold, n: int, shape) -> torch.Tensor | None:
         if hold is None:
             return None
-        keep = torch.from_numpy(np.ascontiguousarray(hold, dtype=np.float32)).to(self.device)
-        return keep.reshape(n, 1, *shape)
+        if not isinstance(hold, torch.Tensor):
+            hold = torch.from_numpy(np.ascontiguousarray(hold, dtype=np.float32))
+        return hold.to(self.device, torch.float32).reshape(n, 1, *shape)
 
     def dream_stereo(self, left: np.ndarray, right: np.ndarray, disparity, *, frame_index: int,
                      schedule: D.Schedule, left_init: np.ndarray | None = None, right_init: np.ndarray | None = None,
@@ -158,8 +159,20 @@ class DreamEngine:
         batch = rgb.ndim == 4
         frames = rgb if batch else rgb[None]
         x = torch.cat([D.to_tensor(f, self.device) for f in frames])
-        y = D.dream_octaves(x, self.net, self.objective_for(weights), schedule or self.schedule,
-                            self.generator(frame_index),
-                            amp_dtype=self.amp, hold=self._hold(hold, x.shape[0], x.shape[2:]), on_step=on_step)
+        y = self._dream(x, frame_index, schedule, hold, weights, on_step)
         out = np.stack([D.to_array(y[i:i + 1]) for i in range(y.shape[0])])
         return out if batch else out[0]
+
+    def dream_tensor(self, x: torch.Tensor, *, frame_index: int = 0, schedule: D.Schedule | None = None,
+                     hold=None, weights: dict[str, float] | None = None, on_step=None) -> torch.Tensor:
+        """`dream` for N×3×H×W float32 0..255 tensors already on the device (the render's frame step keeps its
+        frames there); returns the same shape and scale, channels_last."""
+        x = x.to(self.device).div(255.0).contiguous(memory_format=torch.channels_last)
+        y = self._dream(x, frame_index, schedule, hold, weights, on_step)
+        return y.float().mul_(255.0).contiguous(memory_format=torch.channels_last)
+
+    def _dream(self, x: torch.Tensor, frame_index: int, schedule, hold, weights, on_step) -> torch.Tensor:
+        """N×3×H×W in [0, 1] on the device → the same, dreamed."""
+        return D.dream_octaves(x, self.net, self.objective_for(weights), schedule or self.schedule,
+                               self.generator(frame_index), amp_dtype=self.amp,
+                               hold=self._hold(hold, x.shape[0], x.shape[2:]), on_step=on_step)

@@ -14,7 +14,6 @@ from pipeline.render.layout import resolve_layout
 from pipeline.render.plan import DreamPlan
 from pipeline.render.step import dream_frame
 from stages.common import write_atomic
-from stages.dream.ascent import quantize
 from stages.media.still import check_output_path, output_format, read_still, resize_max_side, write_still
 
 log = logging.getLogger(__name__)
@@ -38,9 +37,9 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
         bar.total = total
         bar.update(done - bar.n)
 
-    out, _ = dream_frame(engine, plan, rgb, index=0, on_step=on_step)
+    out = dream_frame(engine, plan, rgb, index=0, on_step=on_step).rgb8()
     bar.close()
-    write_still(dst, quantize(out), still.alpha)
+    write_still(dst, out, still.alpha)
     cfg_path = dst.with_name(dst.name + ".yaml")
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
     write_atomic(cfg_path, lambda f: f.write(text.encode()))

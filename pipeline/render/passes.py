@@ -30,11 +30,11 @@ from pipeline.render.checkpoint import Pass, RunDir
 from pipeline.render.engine import DreamEngine
 from pipeline.render.plan import VideoPlan
 from pipeline.render.records import END, DreamedFrame, FrameRecord, SegmentEnd, TemporalState
-from pipeline.render.step import dream_frame
+from pipeline.render.step import Dreamed, dream_frame
 from pipeline.render.workers import StageTimes, consume, offer, produce, take
 from stages.common import publish, write_atomic
-from stages.dream.ascent import quantize
 from stages.media.encode import join_segments
+from stages.temporal.carry import to_host
 from stages.vr.spherical_meta import inject_spherical
 
 log = logging.getLogger(__name__)
@@ -65,12 +65,12 @@ def keep_params(run: RunDir, plan: VideoPlan) -> VideoPlan:
     return replace(plan, params=table)
 
 
-def _log_checksums(rec: FrameRecord, state: TemporalState, dreamed: np.ndarray) -> None:
+def _log_checksums(rec: FrameRecord, state: TemporalState, d: Dreamed) -> None:
     """Per-frame CRCs (--verbose): where two renders that should be identical part ways."""
     log.debug("frame %d crc: source %08x flow %08x residual-in %08x dreamed %08x", rec.index,
               zlib.crc32(rec.source.tobytes()), zlib.crc32(rec.motion[0][0].tobytes()) if rec.motion else 0,
-              zlib.crc32(state.prev_residual.tobytes()) if state.prev_residual is not None else 0,
-              zlib.crc32(dreamed.tobytes()))
+              zlib.crc32(state.residual_array().tobytes()) if state.prev_residual is not None else 0,
+              zlib.crc32(d.array().tobytes()))
 
 
 class _Threads:
@@ -129,30 +129,29 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
             fresh = rec.cut or rec.index in p.resets
             row = row_for(plan.params, float((rec.pts - plan.origin) * rec.time_base)) if rec.pts is not None \
                 else None
-            dreamed, ref = dream_frame(engine, plan.dream, rec.source, index=rec.index,
-                                       prev_residual=state.prev_residual, motion=None if fresh else rec.motion,
-                                       ref_strength=state.ref_strength, disparity=rec.disparity, params=row)
+            d = dream_frame(engine, plan.dream, rec.source, index=rec.index, prev_residual=state.prev_residual,
+                            motion=None if fresh else rec.motion, ref_strength=state.ref_strength,
+                            disparity=rec.disparity, params=row)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
             if log.isEnabledFor(logging.DEBUG):
-                _log_checksums(rec, state, dreamed)
+                _log_checksums(rec, state, d)
             if rec.cut:
                 stats.resets.append(rec.index)
                 log.info("frame %d: scene cut (%s); the dream starts fresh", rec.index, rec.cut)
-            state = TemporalState(rec.index + 1, rec.source, dreamed - rec.source.astype(np.float32), ref,
-                                  rec.pair)
+            state = TemporalState(rec.index + 1, rec.source, d.residual, d.ref, rec.pair)
             seg = rec.index // seg_frames
             t0 = time.perf_counter()
             # A committed segment is dreamed only to carry the chain to a damaged one.
             if p.encodes(rec.index) and (not sink.committed(seg) or seg in p.redo):
                 end_time = float(rec.pts * rec.time_base) + frame_s if rec.pts is not None else 0.0
-                threads.send(DreamedFrame(rec.index, rec.pts, quantize(dreamed), end_time))
+                threads.send(DreamedFrame(rec.index, rec.pts, d.rgb8(), end_time))
                 pending = True
                 if state.next_index % seg_frames == 0:
                     threads.send(SegmentEnd(state))
                     pending = False
             elif p.captures(rec.index):
-                captured[rec.index] = np.rint(state.prev_residual).astype(np.int16)
+                captured[rec.index] = np.rint(to_host(d.residual)).astype(np.int16)
             stats.wait_output_s += time.perf_counter() - t0
             stats.frames += 1
             bar.update(1)

@@ -26,6 +26,7 @@ from pipeline.render.presets import EncodePlan, encode_plan, fit_max_side
 from stages.dream.ascent import Schedule
 from stages.media.decode import VideoReader, fit_size
 from stages.media.encode import encoder_available
+from stages.temporal.flow import FlowEstimator
 from stages.vr import spherical as S
 from stages.vr.sphere import SphereSpec
 
@@ -61,6 +62,8 @@ class DreamPlan:
     steady: bool  # residual strength held at the shot's first frame
     scene_cut: float
     flow: str
+    flow_preset: str = "medium"  # DIS preset
+    flow_max_side: int | None = None  # flow's working resolution (longer side); None: the frame's
     flow_threads: int = 1  # frames whose flow is computed at once (pipeline.render.workers)
 
     @classmethod
@@ -72,7 +75,12 @@ class DreamPlan:
                    wrap_x=equirect and cfg.spherical.wrap,
                    pole_exponent=cfg.spherical.pole_exponent if equirect else 0.0, temporal=t.enabled,
                    blend=t.blend, warm_iterations=t.iterations, hold=t.hold, steady=t.steady,
-                   scene_cut=t.scene_cut, flow=t.flow, flow_threads=flow_threads(cfg))
+                   scene_cut=t.scene_cut, flow=t.flow, flow_preset=t.flow_preset, flow_max_side=t.flow_max_side,
+                   flow_threads=flow_threads(cfg))
+
+    def flow_estimator(self) -> FlowEstimator:
+        """A flow solver with this render's settings (one per thread: it keeps buffers between calls)."""
+        return FlowEstimator(self.flow, preset=self.flow_preset, max_side=self.flow_max_side)
 
     def schedule(self, base: Schedule, *, warm: bool, reliable: float = 1.0) -> Schedule:
         """The engine's base schedule specialised for this render's geometry and the frame's place.

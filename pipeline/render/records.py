@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from stages.temporal.carry import to_host
 from stages.temporal.cuts import PairStats
 
 
@@ -49,15 +50,22 @@ class TemporalState:
 
     next_index: int = 0
     prev_source: np.ndarray | None = None  # H×W×3 uint8
-    prev_residual: np.ndarray | None = None  # H×W×3 float32, dreamed − source, unrounded
+    # dreamed − source, unrounded: on the dream's device between frames (1×3×H×W tensor), an H×W×3 float32 array
+    # once loaded from a checkpoint
+    prev_residual: object = None
     ref_strength: float | None = None  # mean squared residual of the shot's first frame (temporal.steady)
     prev_pair: PairStats | None = None  # the last frame's pair: the next frame's cut test looks back at it
+
+    def residual_array(self) -> np.ndarray:
+        """The residual as an H×W×3 float32 array (host memory)."""
+        r = self.prev_residual
+        return r if isinstance(r, np.ndarray) else to_host(r)
 
     def save(self, f) -> None:
         arrays = {"next_index": np.array(self.next_index, dtype=np.int64)}
         if self.prev_source is not None:
             arrays["prev_source"] = self.prev_source
-            arrays["prev_residual"] = self.prev_residual
+            arrays["prev_residual"] = np.ascontiguousarray(self.residual_array())
         if self.ref_strength is not None:
             arrays["ref_strength"] = np.array(self.ref_strength, dtype=np.float64)
         if self.prev_pair is not None:

@@ -25,8 +25,8 @@ from pipeline.render.records import END, DreamedFrame, FrameRecord, SegmentEnd
 from pipeline.render.step import eyes
 from stages.media.decode import VideoReader
 from stages.media.encode import VideoWriter
-from stages.temporal.cuts import PairStats, is_scene_cut, pair_stats
-from stages.temporal.flow import FlowEstimator
+from stages.temporal.cuts import PairStats, colour_hist, is_scene_cut, stats_from
+from stages.temporal.flow import FlowEstimator, Prepared
 from stages.temporal.warp import consistency_mask
 from stages.vr.stereo import estimate_disparity
 
@@ -105,13 +105,29 @@ class CutDecider:
         return rec
 
 
-def _pair(est: FlowEstimator, prev: np.ndarray, cur: np.ndarray, dp) -> tuple[list, PairStats]:
-    """Per eye: backward flow and reliability mask; the cut test's numbers from the first eye."""
+@dataclass(slots=True)
+class Seen:
+    """A source frame as the flow thread keeps it for the next pair: per eye ready for the solver, and the first
+    eye's colour histogram (each made once per frame, not once per pair)."""
+
+    rgb: np.ndarray
+    prepared: list[Prepared]
+    hist: np.ndarray
+
+
+def look(est: FlowEstimator, rgb: np.ndarray, dp) -> Seen:
+    views = eyes(rgb, dp.stereo)
+    return Seen(rgb, [est.prepare(e, wrap_x=dp.wrap_x) for e in views], colour_hist(views[0]))
+
+
+def pair_motion(est: FlowEstimator, prev: Seen, cur: Seen, dp) -> tuple[list, PairStats]:
+    """Per eye: backward flow and reliability mask at the flow's working size; the cut test's numbers from the
+    first eye. The render and the scale-out survey both decide cuts from this."""
     motion = []
-    for pe, ce in zip(eyes(prev, dp.stereo), eyes(cur, dp.stereo)):
-        b, f = est.pair(pe, ce, wrap_x=dp.wrap_x)
+    for pe, ce in zip(prev.prepared, cur.prepared):
+        b, f = est.flow(pe, ce)
         motion.append((b, consistency_mask(b, f, wrap_x=dp.wrap_x)))
-    return motion, pair_stats(motion[0][1], eyes(prev, dp.stereo)[0], eyes(cur, dp.stereo)[0])
+    return motion, stats_from(motion[0][1], prev.hist, cur.hist)
 
 
 class _Flow:
@@ -128,20 +144,22 @@ class _Flow:
 
     def estimator(self) -> FlowEstimator:
         if not hasattr(self._local, "est"):
-            self._local.est = FlowEstimator(self.dp.flow)
+            self._local.est = self.dp.flow_estimator()
         return self._local.est
 
-    def _job(self, prev: np.ndarray | None, cur: np.ndarray):
+    def _job(self, prev: Seen | None, cur: Seen):
         t0, dp, est = time.perf_counter(), self.dp, self.estimator()
-        disparity = estimate_disparity(est, *eyes(cur, dp.stereo), wrap_x=dp.wrap_x) if dp.stereo_carry else None
-        motion, stats = _pair(est, prev, cur, dp) if dp.temporal and prev is not None else (None, None)
+        disparity = estimate_disparity(est, *eyes(cur.rgb, dp.stereo), wrap_x=dp.wrap_x) if dp.stereo_carry \
+            else None
+        motion, stats = pair_motion(est, prev, cur, dp) if dp.temporal and prev is not None else (None, None)
         return motion, stats, disparity, time.perf_counter() - t0
 
-    def submit(self, fr, prev: np.ndarray | None) -> list:
-        """Queue frame `fr` (after `prev`); returns the frames now done: [(frame, motion, stats, disparity, s)]."""
+    def submit(self, fr, prev: Seen | None, cur: Seen) -> list:
+        """Queue frame `fr` (seen as `cur`, after `prev`); returns the frames now done:
+        [(frame, motion, stats, disparity, s)]."""
         if self._pool is None:
-            return [(fr, *self._job(prev, fr.rgb))]
-        self._inflight.append((fr, self._pool.submit(self._job, prev, fr.rgb)))
+            return [(fr, *self._job(prev, cur))]
+        self._inflight.append((fr, self._pool.submit(self._job, prev, cur)))
         return self.drain(keep=self.threads)
 
     def drain(self, keep: int = 0) -> list:
@@ -174,7 +192,8 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
                 offer(in_q, ready, stop.is_set)
 
     try:
-        prev = state.prev_source
+        est = flow.estimator()  # this thread's: it prepares each frame for the solver once
+        seen = look(est, state.prev_source, dp) if state.prev_source is not None and dp.temporal else None
         start, first = (p.seek[0], p.seek[1]) if p.seek else (cfg.video.start, 0)
         limit = None if cfg.video.max_frames is None else cfg.video.max_frames - first
         with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
@@ -188,13 +207,16 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
                 fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
+                t0 = time.perf_counter()
+                cur = look(est, fr.rgb, dp) if dp.temporal else Seen(fr.rgb, [], np.zeros(0, np.float32))
+                times.flow_s += time.perf_counter() - t0
                 if stop_index is not None and fr.index >= stop_index:
                     hand_on(flow.drain())
                     if decider.needs_next() and dp.temporal:  # the held frame's cut test looks one pair ahead
-                        offer(in_q, decider.flush(_pair(flow.estimator(), prev, fr.rgb, dp)[1]), stop.is_set)
+                        offer(in_q, decider.flush(pair_motion(est, seen, cur, dp)[1]), stop.is_set)
                     break
-                hand_on(flow.submit(fr, prev))
-                prev = fr.rgb
+                hand_on(flow.submit(fr, seen, cur))
+                seen = cur
         if not stop.is_set():
             hand_on(flow.drain())
             if decider.held is not None:

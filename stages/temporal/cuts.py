@@ -50,7 +50,9 @@ class PairStats:
         return self.reliable >= min_reliable
 
 
-def _colour_hist(rgb: np.ndarray) -> np.ndarray:
+def colour_hist(rgb: np.ndarray) -> np.ndarray:
+    """A frame's normalised 8×8×8 RGB histogram, from a copy at most _HIST_MAX_SIDE px on its longer side
+    (the histogram only needs colour statistics, not detail)."""
     h, w = rgb.shape[:2]
     scale = _HIST_MAX_SIDE / max(h, w)
     if scale < 1:
@@ -60,19 +62,24 @@ def _colour_hist(rgb: np.ndarray) -> np.ndarray:
     return hist / max(float(hist.sum()), 1.0)
 
 
-def histogram_distance(a_rgb: np.ndarray, b_rgb: np.ndarray) -> float:
-    """Bhattacharyya distance of 8x8x8 RGB histograms: 0 = same colours, 1 = no overlap.
+def hist_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya distance of two `colour_hist`s: 0 = same colours, 1 = no overlap."""
+    return float(np.clip(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA), 0.0, 1.0))
 
-    Frames are downscaled first; the histogram only needs colour statistics, not detail.
-    """
-    d = cv2.compareHist(_colour_hist(a_rgb), _colour_hist(b_rgb), cv2.HISTCMP_BHATTACHARYYA)
-    return float(np.clip(d, 0.0, 1.0))
+
+def histogram_distance(a_rgb: np.ndarray, b_rgb: np.ndarray) -> float:
+    """`hist_distance` of two frames."""
+    return hist_distance(colour_hist(a_rgb), colour_hist(b_rgb))
 
 
 def pair_stats(mask: np.ndarray, prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> PairStats:
     """`mask`: the pair's reliability mask (stages.temporal.warp.consistency_mask), H×W in 0..1."""
-    reliable = float(mask.mean()) if mask.size else 0.0
-    return PairStats(reliable, histogram_distance(prev_rgb, cur_rgb))
+    return stats_from(mask, colour_hist(prev_rgb), colour_hist(cur_rgb))
+
+
+def stats_from(mask: np.ndarray, prev_hist: np.ndarray, cur_hist: np.ndarray) -> PairStats:
+    """`pair_stats` from the frames' `colour_hist`s, which a video's flow thread makes once per frame."""
+    return PairStats(float(mask.mean()) if mask.size else 0.0, hist_distance(prev_hist, cur_hist))
 
 
 def is_scene_cut(prev: PairStats | None, cur: PairStats, nxt: PairStats | None, *,

@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stages.common import InputError
+from stages.temporal.warp import upscale_flow
 from stages.vr.spherical import crop_x, wrap_pad_x
 
 log = logging.getLogger(__name__)
 
 FLOW_METHODS = ("dis", "farneback", "raft")
 
-# Measured at 640x360 on a 2-core CPU (both directions per pair): ULTRAFAST ~6 ms, FAST ~8 ms,
-# MEDIUM ~36 ms with ~2-3x lower subpixel error. Flow runs beside a dream step that costs seconds per
-# frame, so the accuracy that keeps dream detail glued to surfaces is worth MEDIUM.
-DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
 # Farneback parameters tuned for video-sized frames: 5 levels reach ~30 px motions at 640 wide, the
 # Gaussian window (flag) is more robust than the box filter on low-texture regions.
@@ -54,10 +54,14 @@ def wrap_pad_width(width: int) -> int:
     return int(min(width, max(16, round(width * 0.1))))
 
 
+def _check_frame(name: str, img: np.ndarray) -> None:
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"{name} must be H x W x 3 uint8, got {img.shape} {img.dtype}")
+
+
 def _check_pair(prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> None:
     for name, img in (("prev_rgb", prev_rgb), ("cur_rgb", cur_rgb)):
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"{name} must be H x W x 3 uint8, got {img.shape} {img.dtype}")
+        _check_frame(name, img)
     if prev_rgb.shape != cur_rgb.shape:
         raise ValueError(f"frame sizes differ: {prev_rgb.shape} vs {cur_rgb.shape}")
 
@@ -116,42 +120,83 @@ def _load_raft(weights: str | os.PathLike | None):
                      f"({str(last_error).splitlines()[0]})")
 
 
+def working_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """(h, w) at which flow is computed: the frame's, or scaled so the longer side is `max_side`."""
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    s = max_side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame as the solver sees it (grey, or RGB for RAFT; at the working size; wrap-padded), made once per
+    frame: the producer keeps the previous frame's, so each frame is converted once, not once per pair."""
+
+    image: np.ndarray
+    size: tuple[int, int]  # (h, w) of the frame itself
+    pad: int  # columns borrowed from the other side (360° wrap), cropped off the flow again
+
+
 class FlowEstimator:
-    """Reusable flow solver for one method. Not shared between threads (see module docstring)."""
+    """Reusable flow solver for one method. Not shared between threads (see module docstring).
+
+    `preset`: the DIS preset (ultrafast/fast/medium); `max_side`: the working resolution (None = the frame's).
+    Flows come back at the working size, in its pixels (`flow`), or scaled up to the frame (`pair`).
+    """
 
     def __init__(self, method: str = "dis", device: str = "cpu", *,
-                 weights: str | os.PathLike | None = None) -> None:
+                 weights: str | os.PathLike | None = None, preset: str = "medium",
+                 max_side: int | None = None) -> None:
         if method not in FLOW_METHODS:
             raise InputError(f"temporal.flow must be one of {', '.join(FLOW_METHODS)}, got {method!r}")
+        if preset not in DIS_PRESETS:
+            raise InputError(f"temporal.flow_preset must be one of {', '.join(DIS_PRESETS)}, got {preset!r}")
         self.method = method
         self.device = device
+        self.max_side = max_side
         self._dis = None
         self._raft = None
         if method == "dis":
-            self._dis = cv2.DISOpticalFlow_create(DIS_PRESET)
+            self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
         elif method == "raft":
             self._raft = _load_raft(weights).to(device)
 
-    def pair(self, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
-             wrap_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Return (backward cur->prev, forward prev->cur), each H x W x 2 float32 pixels."""
-        _check_pair(prev_rgb, cur_rgb)
-        width = prev_rgb.shape[1]
-        pad = wrap_pad_width(width) if wrap_x else 0
+    def prepare(self, rgb: np.ndarray, *, wrap_x: bool = False) -> Prepared:
+        """`rgb` (H×W×3 uint8) ready for `flow`: grey (RGB for RAFT), at the working size, wrap-padded."""
+        _check_frame("frame", rgb)
+        h, w = rgb.shape[:2]
+        wh, ww = working_size(h, w, self.max_side)
+        img = rgb if self.method == "raft" else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if (wh, ww) != (h, w):
+            img = cv2.resize(img, (ww, wh), interpolation=cv2.INTER_AREA)
+        pad = wrap_pad_width(ww) if wrap_x else 0
         if pad:
             # Solvers see a continuous image across the seam; cropping keeps the frame's own pixels.
-            prev_rgb, cur_rgb = wrap_pad_x(prev_rgb, pad), wrap_pad_x(cur_rgb, pad)
+            img = wrap_pad_x(img, pad)
+        return Prepared(np.ascontiguousarray(img), (h, w), pad)
+
+    def flow(self, prev: Prepared, cur: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """(backward cur->prev, forward prev->cur), each h×w×2 float32 at the working size, in its pixels."""
+        if prev.image.shape != cur.image.shape or prev.size != cur.size:
+            raise ValueError(f"frame sizes differ: {prev.size} vs {cur.size}")
         if self.method == "raft":
-            backward, forward = self._raft_pair(prev_rgb, cur_rgb)
+            backward, forward = self._raft_pair(prev.image, cur.image)
         else:
-            prev_g = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-            cur_g = cv2.cvtColor(cur_rgb, cv2.COLOR_RGB2GRAY)
-            backward = self._gray_flow(cur_g, prev_g)
-            forward = self._gray_flow(prev_g, cur_g)
-        if pad:
-            backward, forward = crop_x(backward, pad), crop_x(forward, pad)
+            backward = self._gray_flow(cur.image, prev.image)
+            forward = self._gray_flow(prev.image, cur.image)
+        if prev.pad:
+            backward, forward = crop_x(backward, prev.pad), crop_x(forward, prev.pad)
         return (np.ascontiguousarray(backward, dtype=np.float32),
                 np.ascontiguousarray(forward, dtype=np.float32))
+
+    def pair(self, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
+             wrap_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Return (backward cur->prev, forward prev->cur), each H x W x 2 float32 pixels of the frames."""
+        _check_pair(prev_rgb, cur_rgb)
+        backward, forward = self.flow(self.prepare(prev_rgb, wrap_x=wrap_x), self.prepare(cur_rgb, wrap_x=wrap_x))
+        size = prev_rgb.shape[:2]
+        return upscale_flow(backward, size), upscale_flow(forward, size)
 
     def _gray_flow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Flow defined on `src` pointing into `dst` (OpenCV's convention: src(x) ~ dst(x + flow))."""
