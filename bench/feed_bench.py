@@ -86,11 +86,19 @@ def _child(src: str, dst: str, frames: int, projection: str, out_json: str, extr
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     n = max(1, stats.frames)
     st = stats.stages
+    threads = {"decode": getattr(st, "decode_cpu", None), "flow": getattr(st, "flow_cpu", None),
+               "temporal": getattr(stats, "dream_cpu", None), "encode": getattr(st, "encode_cpu", None)}
+    split = None
+    if None not in threads.values():  # trees before the CPU split report wall time only
+        split = {k: v / n for k, v in threads.items()}
+        # x264's and libavcodec's worker threads, torch's intra-op pool, start-up and the join
+        split["other threads"] = max(0.0, cpu - sum(threads.values())) / n
     Path(out_json).write_text(json.dumps({
         "frames": stats.frames, "wall_s": wall, "fps": stats.frames / wall, "cpu_s_per_frame": cpu / n,
         "stages_s_per_frame": {"decode": st.decode_s / n, "flow": st.flow_s / n,
                                "temporal": stats.dream_s / n, "encode": st.encode_s / n,
                                "finalize": stats.finalize_s / n},
+        "cpu_s_per_frame_by_thread": split,
         "wait_input_s_per_frame": stats.wait_input_s / n}))
 
 

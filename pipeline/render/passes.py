@@ -48,6 +48,7 @@ class RunStats:
     frames: int = 0
     wall_s: float = 0.0
     dream_s: float = 0.0
+    dream_cpu: float = 0.0  # the main thread's own CPU in the frame step (the dream's intra-op threads not included)
     wait_input_s: float = 0.0  # dream idle, waiting for decode/flow
     wait_output_s: float = 0.0  # dream blocked, waiting for the encoder
     finalize_s: float = 0.0
@@ -125,7 +126,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
             stats.wait_input_s += time.perf_counter() - t0
             if rec is END or threads.errors:
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             fresh = rec.cut or rec.index in p.resets
             row = row_for(plan.params, float((rec.pts - plan.origin) * rec.time_base)) if rec.pts is not None \
                 else None
@@ -134,6 +135,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
                             disparity=rec.disparity, params=row)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
+            stats.dream_cpu += time.thread_time() - c0
             if log.isEnabledFor(logging.DEBUG):
                 _log_checksums(rec, state, d)
             if rec.cut:

@@ -89,7 +89,7 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
             out = S.join_stereo(out[:1], out[1:], plan.stereo)
     unit = drive(base) ** 2  # the cold schedule's drive, warm or not: the same for every frame of a static render
     if warm and ref_strength is not None and plan.steady:
-        out, _ = C.steady(src, out, ref_strength * unit)
+        out = C.steady(src, out, ref_strength * unit)
         return Dreamed(out, out - src, ref_strength)
     residual = out - src
-    return Dreamed(out, residual, C.strength(residual) / unit)
+    return Dreamed(out, residual, float(C.strength(residual)) / unit)

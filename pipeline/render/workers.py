@@ -36,11 +36,24 @@ BACKGROUND_NICE = 5
 
 @dataclass
 class StageTimes:
-    """Wall seconds each background thread spent working (not waiting on a queue): the bench's split.
-    Each field has one writer thread."""
+    """Seconds each background thread spent working (not waiting on a queue), wall and its own CPU: the bench's
+    split (the encoder's own worker threads are in neither). Each field has one writer thread."""
     decode_s: float = 0.0
     flow_s: float = 0.0  # flow, reliability masks, scene-cut test and stereo disparity
     encode_s: float = 0.0  # encoding, segment close and commit
+    decode_cpu: float = 0.0
+    flow_cpu: float = 0.0
+    encode_cpu: float = 0.0
+
+
+class _Clock:
+    """Wall and this thread's CPU seconds since it was made."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.thread_time()
+
+    def lap(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.thread_time() - self.cpu
 
 
 def background_priority() -> None:
@@ -148,15 +161,15 @@ class _Flow:
         return self._local.est
 
     def _job(self, prev: Seen | None, cur: Seen):
-        t0, dp, est = time.perf_counter(), self.dp, self.estimator()
+        clock, dp, est = _Clock(), self.dp, self.estimator()
         disparity = estimate_disparity(est, *eyes(cur.rgb, dp.stereo), wrap_x=dp.wrap_x) if dp.stereo_carry \
             else None
         motion, stats = pair_motion(est, prev, cur, dp) if dp.temporal and prev is not None else (None, None)
-        return motion, stats, disparity, time.perf_counter() - t0
+        return motion, stats, disparity, clock.lap()
 
     def submit(self, fr, prev: Seen | None, cur: Seen) -> list:
         """Queue frame `fr` (seen as `cur`, after `prev`); returns the frames now done:
-        [(frame, motion, stats, disparity, s)]."""
+        [(frame, motion, stats, disparity, (wall s, CPU s))]."""
         if self._pool is None:
             return [(fr, *self._job(prev, cur))]
         self._inflight.append((fr, self._pool.submit(self._job, prev, cur)))
@@ -185,8 +198,9 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
     decider = CutDecider(state.prev_pair, dp.scene_cut)
 
     def hand_on(done: list) -> None:
-        for fr, motion, stats, disparity, seconds in done:
-            times.flow_s += seconds
+        for fr, motion, stats, disparity, (wall, cpu) in done:
+            times.flow_s += wall
+            times.flow_cpu += cpu
             ready = decider.push(FrameRecord(fr.index, fr.pts, fr.time_base, fr.rgb, motion, "", disparity, stats))
             if ready is not None:
                 offer(in_q, ready, stop.is_set)
@@ -199,17 +213,21 @@ def produce(src: Path, cfg: Config, plan: VideoPlan, p: Pass, in_q: queue.Queue,
         with VideoReader(src, start=start, max_frames=limit, max_side=plan.max_side) as r:
             frames = iter(r)
             while True:
-                t0 = time.perf_counter()
+                clock = _Clock()
                 fr = next(frames, None)
-                times.decode_s += time.perf_counter() - t0
+                wall, cpu = clock.lap()
+                times.decode_s += wall
+                times.decode_cpu += cpu
                 if fr is None or stop.is_set():
                     break
                 fr.index += first
                 if fr.index < state.next_index:
                     continue  # done in an earlier run; its result is in a segment and the state
-                t0 = time.perf_counter()
+                clock = _Clock()
                 cur = look(est, fr.rgb, dp) if dp.temporal else Seen(fr.rgb, [], np.zeros(0, np.float32))
-                times.flow_s += time.perf_counter() - t0
+                wall, cpu = clock.lap()
+                times.flow_s += wall
+                times.flow_cpu += cpu
                 if stop_index is not None and fr.index >= stop_index:
                     hand_on(flow.drain())
                     if decider.needs_next() and dp.temporal:  # the held frame's cut test looks one pair ahead
@@ -242,7 +260,7 @@ def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, er
             item = out_q.get()
             if item is END:
                 break
-            t0 = time.perf_counter()
+            clock = _Clock()
             if isinstance(item, DreamedFrame):
                 if writer is None:
                     seg_no = item.index // plan.segment_frames
@@ -259,7 +277,9 @@ def consume(sink, plan: VideoPlan, out_q: queue.Queue, stop: threading.Event, er
                 writer = None
                 sink.commit_segment(seg_no, temp, first_index=first_index, frames=count, first_pts=first_pts,
                                    end_time=end_time, state=item.state)
-            times.encode_s += time.perf_counter() - t0
+            wall, cpu = clock.lap()
+            times.encode_s += wall
+            times.encode_cpu += cpu
     except BaseException as e:
         errors.append(e)
         stop.set()

@@ -65,19 +65,19 @@ def start_image(source: torch.Tensor, residual: torch.Tensor, backward: torch.Te
     return torch.addcmul(source, warped, mask, value=blend).clamp_(0.0, 255.0)
 
 
-def strength(residual: torch.Tensor) -> float:
-    """Mean squared residual over pixels and channels (the dream's strength, 0..255 scale)."""
-    return float(torch.linalg.vector_norm(residual)) ** 2 / max(1, residual.numel())
+def strength(residual: torch.Tensor) -> torch.Tensor:
+    """Mean squared residual over pixels and channels (the dream's strength, 0..255 scale), as a 0-d tensor on the
+    residual's device: reading it (`float()`) waits for the device, so only the shot's first frame does."""
+    return torch.linalg.vector_norm(residual).square() / max(1, residual.numel())
 
 
-def steady(source: torch.Tensor, dreamed: torch.Tensor, target: float) -> tuple[torch.Tensor, float]:
+def steady(source: torch.Tensor, dreamed: torch.Tensor, target: float) -> torch.Tensor:
     """Scale the residual of `dreamed` so its strength is `target` (temporal.steady): without it a carried dream
-    swells (or fades) over a long shot. Returns (dreamed, its strength before scaling)."""
+    swells (or fades) over a long shot. All on the device, without waiting for it."""
     residual = dreamed - source
     s = strength(residual)
-    if s <= 0:
-        return dreamed, s
-    return torch.add(source, residual, alpha=float(np.sqrt(target / s))).clamp_(0.0, 255.0), s
+    k = torch.where(s > 0, torch.sqrt(target / s.clamp_min(1e-30)), torch.ones_like(s))
+    return torch.addcmul(source, residual, k).clamp_(0.0, 255.0)
 
 
 __all__ = ["to_device", "to_host", "to_host_u8", "frame_motion", "start_image", "strength", "steady"]

@@ -40,6 +40,22 @@ def _pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
     return torch.stack((xs, ys), dim=-1)[None]
 
 
+@functools.lru_cache(maxsize=16)
+def _base(fh: int, fw: int, h: int, w: int, sw: int, normalised: bool,
+          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample positions of zero flow at the flow's grid points, and the factor that turns the flow into
+    position units: frame pixels, or grid_sample's −1..1 (align_corners=True: −1 and 1 are the centres of the
+    first and last pixel, so pixel x is x·2/(sw−1) − 1) over an image `sw` wide. The flow's corners sit on the
+    frame's corners, so positions interpolated between grid points are a linear map, reproduced exactly."""
+    stretch = torch.tensor([(w - 1) / max(fw - 1, 1), (h - 1) / max(fh - 1, 1)], device=device)
+    scale = torch.tensor([w / fw, h / fh], device=device)
+    base = _pixel_grid(fh, fw, device) * stretch
+    if not normalised:
+        return base, scale
+    norm = torch.tensor([2.0 / (sw - 1) if sw > 1 else 0.0, 2.0 / (h - 1) if h > 1 else 0.0], device=device)
+    return base * norm - (norm > 0).float(), scale * norm
+
+
 def _check(img: torch.Tensor, flow: torch.Tensor) -> None:
     if img.dim() != 4 or flow.dim() != 4 or flow.shape[-1] != 2 or flow.shape[0] not in (1, img.shape[0]):
         raise ValueError(f"flow must be N×h×w×2 for an image {tuple(img.shape)}, got {tuple(flow.shape)}")
@@ -58,26 +74,23 @@ def sample(img: torch.Tensor, flow: torch.Tensor, *, wrap_x: bool = False, cubic
     _check(img, flow)
     n, _, h, w = img.shape
     fh, fw = flow.shape[1:3]
-    dev = img.device
-    # Frame coordinates of the flow's grid points (corners on corners), plus the flow in frame pixels.
-    stretch = torch.tensor([(w - 1) / max(fw - 1, 1), (h - 1) / max(fh - 1, 1)], device=dev)
-    scale = torch.tensor([w / fw, h / fh], device=dev)
-    pos = torch.addcmul(_pixel_grid(fh, fw, dev) * stretch, flow.float(), scale)
     src, sw, left = img, w, 0
     if wrap_x:
         # grid_sample has no wrap mode (pytorch#24089): fold x into [0, W) and borrow the taps' columns.
         left, right = _WRAP_PAD[cubic]
         src, sw = wrap_pad_x(img, left, right), w + left + right
-    # align_corners=True: −1 and 1 are the centres of the first and last pixel, so pixel x is x·2/(W−1) − 1.
-    norm = torch.tensor([2.0 / (sw - 1) if sw > 1 else 0.0, 2.0 / (h - 1) if h > 1 else 0.0], device=dev)
-    if not wrap_x:  # everything is linear: normalise at the flow's size, before the interpolation
-        pos = pos * norm - (norm > 0).float()
+    # Everything is linear except the fold: flat positions are normalised at the flow's size, before the
+    # interpolation; folded ones after it.
+    base, coef = _base(fh, fw, h, w, sw, not wrap_x, img.device)
+    pos = torch.addcmul(base, flow.float(), coef)
     if (fh, fw) != (h, w):
         pos = F.interpolate(pos.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
                             align_corners=True).permute(0, 2, 3, 1)
-    if wrap_x:  # the fold is not linear: after the interpolation
-        pos[..., 0] = pos[..., 0].remainder(float(w)).add_(left)
-        pos = pos * norm - (norm > 0).float()
+    if wrap_x:
+        nx, ny = (2.0 / (sw - 1), 2.0 / (h - 1) if h > 1 else 0.0)
+        gx = pos[..., 0].remainder(float(w)).mul_(nx).add_(left * nx - 1.0)
+        gy = pos[..., 1].mul(ny).sub_(1.0 if h > 1 else 0.0)
+        pos = torch.stack((gx, gy), dim=-1)
     if pos.shape[0] != n:
         pos = pos.expand(n, -1, -1, -1)
     return F.grid_sample(src, pos, mode="bicubic" if cubic else "bilinear", padding_mode="border",
@@ -85,7 +98,7 @@ def sample(img: torch.Tensor, flow: torch.Tensor, *, wrap_x: bool = False, cubic
 
 
 def _gradient(a: torch.Tensor, dim: int, wrap: bool) -> torch.Tensor:
-    """np.gradient along `dim` (central inside, one-sided at the ends), or central with wrap."""
+    """np.gradient along `dim` of N×H×W (central inside, one-sided at the ends), or central with wrap."""
     if wrap:
         return (torch.roll(a, -1, dim) - torch.roll(a, 1, dim)) * 0.5
     if a.shape[dim] < 2:  # a 1-pixel-high or -wide frame has no slope along that axis
@@ -127,20 +140,23 @@ def reliability(backward: torch.Tensor, forward: torch.Tensor, *, wrap_x: bool =
         raise ValueError(f"flows must be N×H×W×2 of one shape, got {tuple(backward.shape)} and "
                          f"{tuple(forward.shape)}")
     _, h, w, _ = backward.shape
-    b = backward.float()
-    f_at = sample(forward.float().permute(0, 3, 1, 2), b, wrap_x=wrap_x).permute(0, 2, 3, 1)
-    b_sq = b.square().sum(-1)
-    occluded = (b + f_at).square().sum(-1) >= _OCC_REL * (b_sq + f_at.square().sum(-1)) + _OCC_ABS
+    # Planar copies (N×2×H×W): every sum below then adds two contiguous planes.
+    b = backward.float().permute(0, 3, 1, 2).contiguous()
+    f_at = sample(forward.float().permute(0, 3, 1, 2), backward, wrap_x=wrap_x)
+    b_sq = b.square().sum(1)
+    occluded = (b + f_at).square_().sum(1) >= (b_sq + f_at.square_().sum(1)).mul_(_OCC_REL).add_(_OCC_ABS)
 
-    u, v = b[..., 0], b[..., 1]
-    motion_edge = (_gradient(u, 2, wrap_x).square() + _gradient(u, 1, False).square()
-                   + _gradient(v, 2, wrap_x).square() + _gradient(v, 1, False).square())
-    boundary = motion_edge > _MB_REL * b_sq + _MB_ABS
+    u, v = b[:, 0], b[:, 1]
+    motion_edge = (_gradient(u, 2, wrap_x).square_() + _gradient(u, 1, False).square_()
+                   + _gradient(v, 2, wrap_x).square_() + _gradient(v, 1, False).square_())
+    boundary = motion_edge > b_sq.mul_(_MB_REL).add_(_MB_ABS)
 
-    pos = _pixel_grid(h, w, b.device) + b
-    outside = (pos[..., 1] < 0) | (pos[..., 1] > h - 1)
+    ys = torch.arange(h, dtype=torch.float32, device=b.device).view(1, h, 1)
+    ty = v + ys
+    outside = (ty < 0) | (ty > h - 1)
     if not wrap_x:
-        outside |= (pos[..., 0] < 0) | (pos[..., 0] > w - 1)
+        tx = u + torch.arange(w, dtype=torch.float32, device=b.device).view(1, 1, w)
+        outside |= (tx < 0) | (tx > w - 1)
 
     reliable = (~(occluded | boundary | outside)).to(torch.float32)[:, None]
     return smooth(reliable, sigma, wrap_x).clamp_(0.0, 1.0)
