@@ -129,6 +129,12 @@ class VideoWriter:
         stream.time_base = self.time_base
         ctx = stream.codec_context
         ctx.time_base = self.time_base
+        if e.codec == "h264":
+            # Frame threads, as many as x264 picks for the cores this process may use (PyAV's default would be
+            # slices: a frame cut into one slice per thread, worse per bit, and no faster here). x264's output
+            # depends on its thread count, which is the machine's: a resume on the same machine is identical.
+            stream.thread_type = "FRAME"
+            stream.thread_count = 0
         gop = e.gop or max(1, round(self.rate))
         ctx.gop_size = gop
         opts = {"crf": str(e.crf), "preset": e.speed}
