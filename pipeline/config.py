@@ -22,24 +22,28 @@ from pipeline.music.timeline import validate_react, validate_timeline
 from pipeline.schema import (
     MIN_TILE,
     SEED_MAX,
+    AnimateCfg,
     CheckpointCfg,
     Config,
     DreamCfg,
     EncodeCfg,
     InputCfg,
     ModelCfg,
+    MotionCfg,
     ReactCfg,
     ScaleCfg,
     SphericalCfg,
     TemporalCfg,
     VideoCfg,
     build,
+    key_name,
 )
 
 # The shape lives in pipeline.schema; these names are re-exported so callers import configs from one place.
-__all__ = ["MIN_TILE", "SEED_MAX", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg", "ModelCfg",
-           "ReactCfg", "ScaleCfg", "SphericalCfg", "TemporalCfg", "VideoCfg", "build", "config_hash", "dump_yaml",
-           "from_dict", "load_config", "parse_override", "preset_names", "preset_path", "render_hash", "to_dict"]
+__all__ = ["MIN_TILE", "SEED_MAX", "AnimateCfg", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg",
+           "ModelCfg", "MotionCfg", "ReactCfg", "ScaleCfg", "SphericalCfg", "TemporalCfg", "VideoCfg", "build",
+           "config_hash", "dump_yaml", "from_dict", "load_config", "parse_override", "preset_names", "preset_path",
+           "render_hash", "to_dict"]
 
 PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
 
@@ -120,7 +124,7 @@ def from_dict(raw: dict) -> Config:
 
 def to_dict(cfg: Any) -> Any:
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        return {key_name(f): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, (tuple, list)):
         return [to_dict(x) for x in cfg]
     if isinstance(cfg, typing.Mapping):
