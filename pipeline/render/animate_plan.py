@@ -94,13 +94,15 @@ def _read_input(src: Path, cfg: Config) -> tuple[np.ndarray, str, tuple[str | No
         return read_still(src).rgb, "still", (None, None)
     if cfg.animate.from_ is not None:
         with VideoReader(src, start=cfg.animate.from_, max_frames=1) as r:
-            frame = next(iter(r), None)
+            frame = next(iter(r)).rgb
             side = (r.side_projection, r.side_stereo)
     else:
         with VideoReader(src, max_frames=1) as r:  # probes: the stream's length and its side data
             side, duration = (r.side_projection, r.side_stereo), r.duration
         start = max(0.0, duration - LAST_FRAME_LOOKBACK_S) if duration else 0.0
-        frame = _last(src, start) or (_last(src, 0.0) if start > 0 else None)
+        frame = _last(src, start)
+        if frame is None and start > 0:
+            frame = _last(src, 0.0)
     if frame is None:
         raise InputError(f"{src.name}: no video frame could be decoded")
     return frame, "video", side
