@@ -24,7 +24,7 @@ import numpy as np
 RESAMPLERS = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 FEATHER_PX = 2.0  # the reveal mask ramps from 1 to 0 over this many pixels at the old frame's edge
 MIN_COVER = 0.5  # a frame must take at least this share of its pixels from the previous frame
-_PROXY_W = 96  # width of the grid the coverage check samples (zoom, angle and shift scale with the frame)
+_PROXY_W = 48  # width of the grid the coverage check samples (zoom, angle and shift scale with the frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,10 @@ def reveal_mask(map_x: np.ndarray, map_y: np.ndarray, h: int, w: int) -> np.ndar
 
 
 def coverage(step: FlatStep, aspect: float) -> float:
-    """Share of a frame (width/height = aspect) that the previous frame covers after `step`."""
+    """Share of a frame (width/height = aspect) that the previous frame covers after `step` (to a pixel of a
+    48-pixel-wide proxy: a check, not a measure)."""
+    if step.zoom >= 1.0 and step.angle == 0.0 and step.shift_x == 0.0 and step.shift_y == 0.0:
+        return 1.0  # a plain zoom in never reveals anything: no grid for every frame of a react render
     w = _PROXY_W
     h = max(2, round(w / aspect))
     mx, my = flat_map(h, w, step)
