@@ -156,6 +156,7 @@ def _bad_cases(tmp_path):
         "fps out of range": (CHELSEA, ["animate.fps=0"], "animate.fps: must be >= 1"),
         "ray": (CHELSEA, ["scale.backend=ray"], "an animation is one feedback chain"),
         "output over its input": (None, [], "is the input file"),
+        "output over its soundtrack": (CHELSEA, [f"animate.audio={clip}"], "is the input file"),
     }
 
 
@@ -164,8 +165,9 @@ def test_bad_input_is_one_error_line_exit_2_and_nothing_written(tmp_path, capfd)
     before = sorted(p.name for p in tmp_path.iterdir())
     for name, (src, sets, expect) in cases.items():
         out = tmp_path / "out.mp4"
-        if src is None:  # the output named as the input
-            src = out = tmp_path / "clip.mp4"
+        if src is None or name == "output over its soundtrack":  # the output named as an input
+            out = tmp_path / "clip.mp4"
+            src = src or out
         args = ["animate", src, out, "--set", "input.max_side=64"] + [a for s in sets for a in ("--set", s)]
         rc, _, err = run_inprocess(args, capfd)
         lines = err.strip().splitlines()

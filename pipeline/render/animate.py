@@ -41,6 +41,7 @@ from pipeline.render.workers import consume, offer
 from stages.common import publish, write_atomic
 from stages.dream.ascent import quantize
 from stages.media.encode import join_segments
+from stages.media.still import check_output_path
 from stages.temporal.motion import FlatStep, flat_map, resample, reveal_mask
 from stages.vr import spherical as S
 from stages.vr.orbit import resample_equirect, sphere_map
@@ -162,6 +163,8 @@ def run_animation(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
                   on_frame: OnFrame | None = None) -> RunStats:
     t_start = time.perf_counter()
     check_video_output(src, dst)
+    if cfg.animate.audio is not None:
+        check_output_path(dst, Path(cfg.animate.audio))  # the soundtrack is an input too: never written over
     check_config(cfg)
     plan = plan_animation(src, cfg)  # every remaining check: input, soundtrack, motion, encoder
     engine = DreamEngine(cfg)
