@@ -140,9 +140,15 @@ def dump_yaml(cfg: Config) -> str:
 RESOURCE_KEYS = ("scale.workers", "scale.address", "scale.gpus_per_worker", "scale.cpus_per_worker")
 
 
-def render_hash(cfg: Config) -> str:
+# What only `deepdream animate` reads: a video's frames do not depend on it (and a video run started before
+# these sections existed keeps its hash).
+ANIMATION_KEYS = ("animate", "motion")
+
+
+def render_hash(cfg: Config, *, animation: bool = False) -> str:
     """The hash a run directory is keyed by: everything that changes the output's bytes."""
-    return config_hash(cfg, exclude=RESOURCE_KEYS if cfg.scale.backend != "none" else ("scale",))
+    exclude = RESOURCE_KEYS if cfg.scale.backend != "none" else ("scale",)
+    return config_hash(cfg, exclude=exclude if animation else (*exclude, *ANIMATION_KEYS))
 
 
 def config_hash(cfg: Config, *, exclude: typing.Sequence[str] = ()) -> str:

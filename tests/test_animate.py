@@ -109,6 +109,14 @@ def test_animate_keys_load_and_round_trip():
         load_config("default", ["react.param=motion.zom", "react.amount=1"])
 
 
+def test_camera_keys_key_an_animation_run_not_a_video_run():
+    from pipeline.config import render_hash
+
+    a, b = load_config(), load_config("default", ["motion.zoom=3", "animate.fps=12"])
+    assert render_hash(a) == render_hash(b)  # a video's frames do not depend on them: its resume is not refused
+    assert render_hash(a, animation=True) != render_hash(b, animation=True)
+
+
 def test_a_video_refuses_a_camera_key(tmp_path):
     from pipeline.music.table import plan_table
 

@@ -168,7 +168,7 @@ def run_animation(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     check_config(cfg)
     plan = plan_animation(src, cfg)  # every remaining check: input, soundtrack, motion, encoder
     engine = DreamEngine(cfg)
-    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
+    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg, animation=True),
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
     try:
