@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo360 test test-quick bench gpu-check lint clean
+.PHONY: setup demo demo360 demo-zoom test test-quick bench gpu-check lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,14 @@ demo360: $(STAMP)
 		--set input.max_side=768 --set video.max_frames=60
 	$(BIN)/deepdream preview out/room360_dream.mp4 out/room360_dream_preview.png --source sample_media/testRoom1_1920Mono.mp4
 	@echo "demo360: wrote out/room360_dream.mp4 (360° metadata, plays in a headset) and its look-around preview out/room360_dream_preview.png"
+
+# The infinite zoom from one committed still (deepdream animate, preset infinite_zoom): 4 s at 24 fps, 320 px.
+demo-zoom: $(STAMP)
+	mkdir -p out
+	$(BIN)/deepdream animate sample_media/chelsea.png out/chelsea_zoom.mp4 -c infinite_zoom \
+		--set animate.seconds=4 --set animate.fps=24 --set input.max_side=320
+	$(BIN)/deepdream preview out/chelsea_zoom.mp4 out/chelsea_zoom_preview.png
+	@echo "demo-zoom: wrote out/chelsea_zoom.mp4 (config beside it: out/chelsea_zoom.mp4.yaml) and its preview out/chelsea_zoom_preview.png"
 
 # Two xdist workers, one torch thread each (tests/conftest.py); the Ray tests share one worker.
 test: $(STAMP)

@@ -32,6 +32,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "scale": ("bench.scale_bench", "run", "Ray with 2 CPU workers vs one process: speed-up, pop where chunks meet"),
     "feed": ("bench.feed_bench", "run", "everything around the dream (decode, flow, warp, encode) at 1080p and "
              "3840x1920 equirect, now vs before"),
+    "zoom": ("bench.zoom_bench", "run", "deepdream animate: detail kept over 300 frames of infinite zoom, per "
+             "resampling kernel, with and without the re-dream"),
     "base": ("bench.base_bench", "run", "deepdream video against BENCH_BASE=<commit>, interleaved"),
 }
 

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(s)
     s.add_argument("--restart", action="store_true", help="discard an unfinished run of this output")
 
+    s = sub.add_parser("animate", help="dream a still (or a video's last frame) in a feedback loop under camera "
+                                       "motion: the infinite zoom, flat or 360°, to music (resumable)")
+    s.add_argument("input", type=Path, help="a still (PNG/JPEG/WebP) or a video (its last frame, or animate.from)")
+    s.add_argument("output", type=Path, help="an MP4")
+    _config_args(s)
+    s.add_argument("--restart", action="store_true", help="discard an unfinished run of this output")
+
     s = sub.add_parser("probe", help="print a video's properties as JSON")
     s.add_argument("input", type=Path)
     _config_args(s)
@@ -94,6 +101,15 @@ def _cmd_video(a) -> int:
     from pipeline.render.runner import run_video
 
     run_video(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
+    print(a.output)
+    return EXIT_OK
+
+
+def _cmd_animate(a) -> int:
+    from pipeline.config import load_config
+    from pipeline.render.animate import run_animation
+
+    run_animation(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
     print(a.output)
     return EXIT_OK
 
@@ -148,7 +164,7 @@ def _cmd_layers(a) -> int:
 
 
 COMMANDS = {"image": _cmd_image, "video": _cmd_video, "probe": _cmd_probe, "metrics": _cmd_metrics,
-            "preview": _cmd_preview, "layers": _cmd_layers, "view": _cmd_view}
+            "preview": _cmd_preview, "layers": _cmd_layers, "view": _cmd_view, "animate": _cmd_animate}
 
 
 def main(argv: list[str] | None = None) -> int:

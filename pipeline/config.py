@@ -22,24 +22,28 @@ from pipeline.music.timeline import validate_react, validate_timeline
 from pipeline.schema import (
     MIN_TILE,
     SEED_MAX,
+    AnimateCfg,
     CheckpointCfg,
     Config,
     DreamCfg,
     EncodeCfg,
     InputCfg,
     ModelCfg,
+    MotionCfg,
     ReactCfg,
     ScaleCfg,
     SphericalCfg,
     TemporalCfg,
     VideoCfg,
     build,
+    key_name,
 )
 
 # The shape lives in pipeline.schema; these names are re-exported so callers import configs from one place.
-__all__ = ["MIN_TILE", "SEED_MAX", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg", "ModelCfg",
-           "ReactCfg", "ScaleCfg", "SphericalCfg", "TemporalCfg", "VideoCfg", "build", "config_hash", "dump_yaml",
-           "from_dict", "load_config", "parse_override", "preset_names", "preset_path", "render_hash", "to_dict"]
+__all__ = ["MIN_TILE", "SEED_MAX", "AnimateCfg", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg",
+           "ModelCfg", "MotionCfg", "ReactCfg", "ScaleCfg", "SphericalCfg", "TemporalCfg", "VideoCfg", "build",
+           "config_hash", "dump_yaml", "from_dict", "load_config", "parse_override", "preset_names", "preset_path",
+           "render_hash", "to_dict"]
 
 PRESETS = importlib.resources.files("configs")  # the YAML presets ship as package data
 
@@ -120,7 +124,7 @@ def from_dict(raw: dict) -> Config:
 
 def to_dict(cfg: Any) -> Any:
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        return {key_name(f): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, (tuple, list)):
         return [to_dict(x) for x in cfg]
     if isinstance(cfg, typing.Mapping):
@@ -136,9 +140,15 @@ def dump_yaml(cfg: Config) -> str:
 RESOURCE_KEYS = ("scale.workers", "scale.address", "scale.gpus_per_worker", "scale.cpus_per_worker")
 
 
-def render_hash(cfg: Config) -> str:
+# What only `deepdream animate` reads: a video's frames do not depend on it (and a video run started before
+# these sections existed keeps its hash).
+ANIMATION_KEYS = ("animate", "motion")
+
+
+def render_hash(cfg: Config, *, animation: bool = False) -> str:
     """The hash a run directory is keyed by: everything that changes the output's bytes."""
-    return config_hash(cfg, exclude=RESOURCE_KEYS if cfg.scale.backend != "none" else ("scale",))
+    exclude = RESOURCE_KEYS if cfg.scale.backend != "none" else ("scale",)
+    return config_hash(cfg, exclude=exclude if animation else (*exclude, *ANIMATION_KEYS))
 
 
 def config_hash(cfg: Config, *, exclude: typing.Sequence[str] = ()) -> str:

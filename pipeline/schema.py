@@ -19,8 +19,16 @@ MIN_TILE = 64  # tiles overlap by a quarter (>= 8 px); smaller ones cannot cover
 SEED_MAX = 2**32 - 1  # frame i seeds its generator with seed + i, which must stay a 64-bit seed
 
 
-def _f(default, *, lo=None, hi=None, lo_open=False, doc=""):
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc})
+def _f(default, *, lo=None, hi=None, lo_open=False, doc="", key=None):
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
+    if key is not None:  # the YAML name, where it is a Python keyword (animate.from)
+        meta["key"] = key
+    return field(default=default, metadata=meta)
+
+
+def key_name(f: dataclasses.Field) -> str:
+    """A field's name in YAML and in dotted keys."""
+    return f.metadata.get("key", f.name)
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,32 @@ class ReactCfg:
 
 
 @dataclass(frozen=True)
+class AnimateCfg:
+    """`deepdream animate`: a still (or a video's frame) dreamed in a feedback loop under camera motion."""
+
+    seconds: float | None = _f(None, lo=0.0, hi=86400.0, lo_open=True)  # None: the soundtrack's length, else 10 s
+    fps: float = _f(30.0, lo=1.0, hi=240.0)
+    audio: str | None = _f(None)  # a soundtrack to mux, and to react to (react.audio overrides the latter)
+    from_: float | None = _f(None, lo=0.0, key="from")  # a video INPUT: the frame at this second; None: its last
+    resample: Literal["lanczos", "bicubic", "bilinear"] = _f("bicubic")  # kernel carrying a frame into the next
+
+
+@dataclass(frozen=True)
+class MotionCfg:
+    """Camera motion of `deepdream animate`, per second (stages/temporal/motion.py, stages/vr/orbit.py)."""
+
+    zoom: float = _f(1.25, lo=0.0, hi=1000.0, lo_open=True)  # factor per second (> 1 in, < 1 out)
+    rotate: float = _f(0.0, lo=-3600.0, hi=3600.0)  # flat: degrees per second, counter-clockwise
+    translate_x: float = _f(0.0, lo=-100.0, hi=100.0)  # flat: frame widths per second, right
+    translate_y: float = _f(0.0, lo=-100.0, hi=100.0)  # flat: frame widths per second, down
+    center_x: float = _f(0.5, lo=0.0, hi=1.0)  # flat: zoom and rotation centre, share of the width
+    center_y: float = _f(0.5, lo=0.0, hi=1.0)  # flat: share of the height
+    yaw: float = _f(0.0, lo=-3600.0, hi=3600.0)  # 360°: degrees per second, the picture moves right
+    pitch: float = _f(0.0, lo=-3600.0, hi=3600.0)  # 360°: degrees per second, the front moves up
+    roll: float = _f(0.0, lo=-3600.0, hi=3600.0)  # 360°: degrees per second, counter-clockwise
+
+
+@dataclass(frozen=True)
 class ScaleCfg:
     backend: Literal["none", "ray"] = _f("none")
     workers: int | None = _f(None, lo=1, hi=4096)  # None: one per GPU in the cluster, else 1
@@ -128,6 +162,8 @@ class Config:
     scale: ScaleCfg = field(default_factory=ScaleCfg)
     timeline: tuple = field(default=(), metadata={"doc": "keyframes {at, set, ease}: pipeline/music/timeline.py"})
     react: ReactCfg = field(default_factory=ReactCfg)
+    animate: AnimateCfg = field(default_factory=AnimateCfg)
+    motion: MotionCfg = field(default_factory=MotionCfg)
 
 
 # ------------------------------------------------------------------------------------------- checking
@@ -136,7 +172,7 @@ def build(cls, data: Any, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: must be a mapping, got {_tname(data)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {key_name(f): f for f in dataclasses.fields(cls)}
     for k in data:
         if k not in fields:
             raise ConfigError(f"{prefix}{k}: unknown key (valid: {', '.join(fields)})")
@@ -144,11 +180,11 @@ def build(cls, data: Any, prefix: str):
     for name, f in fields.items():
         if name not in data:
             continue
-        key, tp, v = prefix + name, hints[name], data[name]
+        key, tp, v = prefix + name, hints[f.name], data[name]
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = build(tp, v, key + ".")
+            kwargs[f.name] = build(tp, v, key + ".")
         else:
-            kwargs[name] = _check(key, tp, v, f.metadata)
+            kwargs[f.name] = _check(key, tp, v, f.metadata)
     return cls(**kwargs)
 
 

@@ -1,8 +1,8 @@
 """The per-frame parameter table of a render (timeline + audio reactivity) and how a frame applies its row.
 
-Built once before the render from the frames' timestamps (a packet scan) and, with `react.amount` > 0,
-the soundtrack's envelope; stored in the run directory so a resume reads back exactly the values it
-started with (an FFT may differ by an ulp on another machine). The definitions: `pipeline/music/timeline.py`.
+Built once before the render from the frames' timestamps (a packet scan; an animation's i / fps) and, with
+`react.amount` > 0, the soundtrack's envelope; stored in the run directory so a resume reads back exactly the
+values it started with (an FFT may differ by an ulp on another machine). The definitions: `pipeline/music/timeline.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.music.timeline import FrameTable, frame_values, require_soundtrack, row_parts
+from pipeline.errors import ConfigError
+from pipeline.music.timeline import (
+    MOTION_PREFIX,
+    FrameTable,
+    animated_keys,
+    frame_values,
+    require_soundtrack,
+    row_parts,
+)
 from stages.media import audio
 from stages.media.decode import scan_times
 
@@ -43,11 +51,32 @@ def plan_table(src: Path, cfg: Config, *, has_audio: bool, rate: Fraction,
     """The render's table, or None when nothing animates. Every fault is a one-line user error."""
     if not animates(cfg):
         return None
+    camera = [k for k in animated_keys(cfg.timeline, cfg.react) if k.startswith(MOTION_PREFIX)]
+    if camera:
+        raise ConfigError(f"{'react.param' if cfg.react.param in camera else 'timeline'}: {camera[0]} moves the "
+                          "camera of `deepdream animate`; a video brings its own motion")
     require_soundtrack(cfg.react, has_audio, src.name)
     pts, tb, origin = scan_times(src, start=cfg.video.start, max_frames=cfg.video.max_frames)
     env = envelope_at(src, cfg, pts, tb, origin, rate) if cfg.react.amount > 0 else None
     table = frame_values(cfg.timeline, cfg.react, env, list(audio.frame_times(pts, tb, origin)), cfg=cfg,
                          layers=layers)
+    log.info("parameters animated per frame: %s", ", ".join(table.keys))
+    return table
+
+
+def animation_table(cfg: Config, *, frames: int, rate: Fraction, soundtrack: Path | None,
+                    layers: dict[str, float]) -> FrameTable | None:
+    """The table of a render with no source clock (`deepdream animate`): frame i shows at i / rate seconds,
+    and the envelope comes from `react.audio`, else the soundtrack (`animate.audio`), which starts with
+    the first frame. None when nothing animates."""
+    if not animates(cfg):
+        return None
+    if cfg.react.amount > 0 and cfg.react.audio is None and soundtrack is None:
+        raise ConfigError(f"react.amount: {cfg.react.amount:g} needs a soundtrack; set animate.audio (or "
+                          "react.audio) to an audio file, or react.amount to 0")
+    pts, tb = list(range(frames)), 1 / Fraction(rate)
+    env = envelope_at(soundtrack, cfg, pts, tb, 0, rate) if cfg.react.amount > 0 else None
+    table = frame_values(cfg.timeline, cfg.react, env, list(audio.frame_times(pts, tb)), cfg=cfg, layers=layers)
     log.info("parameters animated per frame: %s", ", ".join(table.keys))
     return table
 
@@ -101,4 +130,5 @@ def table_json(table: FrameTable) -> bytes:
     return table.to_json().encode()
 
 
-__all__ = ["TABLE_FILE", "animates", "plan_table", "stored_table", "row_for", "apply_row", "drive", "table_json"]
+__all__ = ["TABLE_FILE", "animates", "plan_table", "animation_table", "stored_table", "row_for", "apply_row", "drive",
+           "table_json"]

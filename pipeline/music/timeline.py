@@ -10,6 +10,8 @@ with strictly increasing times. Each animated key follows its own keyframes (the
 Times are seconds of the source video, (pts − stream start) × time_base, whatever `video.start` cuts.
 
 `react` makes one key follow the soundtrack's envelope e(t) in 0..1: value = timeline(t) × (1 + amount·e(t)).
+The camera of `deepdream animate` (`motion.*`) animates the same way; the animation loop reads those keys
+from the row, the dream step ignores them (`row_parts`).
 Integer keys are interpolated as reals and rounded half up once, after the react factor; every value is
 clamped into its key's range, since the react factor can lift a legal value past the key's maximum.
 
@@ -35,10 +37,11 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.schema import Config, DreamCfg, TemporalCfg, _check, _tname
+from pipeline.schema import Config, DreamCfg, MotionCfg, TemporalCfg, _check, _tname
 
 EASES = ("linear", "smooth", "step")
 LAYER_PREFIX = "dream.layers."
+MOTION_PREFIX = "motion."
 NOT_ANIMATED = {"dream.seed": "the seed picks the noise, not the look",
                 "dream.tile": "tiling changes memory use, not the look",
                 "temporal.scene_cut": "the cut test runs on the source, ahead of the dream"}
@@ -69,10 +72,11 @@ def _numeric_fields(prefix: str, cls) -> dict[str, KeySpec]:
     return out
 
 
-# Every plain int/float field of the dream and temporal sections, read from the dataclasses so a new
+# Every plain int/float field of the dream, temporal and motion sections, read from the dataclasses so a new
 # numeric field becomes animatable with its own range.
 ANIMATABLE: Mapping[str, KeySpec] = types.MappingProxyType(
-    {**_numeric_fields("dream", DreamCfg), **_numeric_fields("temporal", TemporalCfg)})
+    {**_numeric_fields("dream", DreamCfg), **_numeric_fields("temporal", TemporalCfg),
+     **_numeric_fields("motion", MotionCfg)})
 LAYER_SPEC = KeySpec(float)  # any finite weight, as `dream.layers` itself (a negative weight suppresses)
 
 
@@ -326,9 +330,12 @@ def frame_values(keyframes: Sequence[Keyframe], react, envelope: Sequence[float]
 
 def row_parts(row: Mapping[str, int | float]) -> tuple[dict, dict, dict]:
     """Split one frame's row into (dream field overrides, temporal field overrides, layer weights), ready
-    for `dataclasses.replace` on the schedule / plan and for the objective's weights."""
+    for `dataclasses.replace` on the schedule / plan and for the objective's weights. `motion.*` keys move
+    the camera before the dream (`motion_row`), so they are none of these."""
     dream, temporal, layers = {}, {}, {}
     for key, v in row.items():
+        if key.startswith(MOTION_PREFIX):
+            continue
         if key.startswith(LAYER_PREFIX):
             layers[key[len(LAYER_PREFIX):]] = v
         elif key.startswith("dream."):
@@ -338,6 +345,11 @@ def row_parts(row: Mapping[str, int | float]) -> tuple[dict, dict, dict]:
     return dream, temporal, layers
 
 
+def motion_row(row: Mapping[str, int | float] | None) -> dict[str, float]:
+    """The `motion.*` values of one frame's row, by field name (`{"zoom": 1.3}`)."""
+    return {k[len(MOTION_PREFIX):]: float(v) for k, v in (row or {}).items() if k.startswith(MOTION_PREFIX)}
+
+
 __all__ = ["EASES", "ANIMATABLE", "KeySpec", "Keyframe", "FrameTable", "key_spec", "validate_timeline",
            "validate_react", "require_soundtrack", "animated_keys", "animated_layers", "base_values", "track",
-           "value_at", "finalise", "frame_values", "row_parts"]
+           "value_at", "finalise", "frame_values", "row_parts", "motion_row", "MOTION_PREFIX"]

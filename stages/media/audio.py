@@ -123,6 +123,36 @@ def read_audio(path, *, rate: int = ANALYSIS_RATE) -> tuple[Iterator[np.ndarray]
     return _resampled(container, first, frames, rate), t0
 
 
+def audio_duration(path) -> float:
+    """Seconds of `path`'s first audio stream, after checking that it decodes (a file that is not audio, or
+    whose audio does not decode, is one `InputError` line). From the container's header where it says,
+    else from the last packet's end."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"audio file not found: {p}" if not p.exists() else f"not an audio file: {p}")
+    container = open_media(p, "audio")
+    try:
+        stream = container.streams.audio[0]
+        if next(_decoded(container, stream, p.name), None) is None:
+            raise InputError(f"{p.name}: no audio could be decoded")
+        if stream.duration is not None and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base
+        else:
+            container.seek(0)
+            ends = [float((pk.pts + (pk.duration or 0)) * pk.time_base) for pk in container.demux(stream)
+                    if pk.pts is not None]
+            seconds = max(ends, default=0.0)
+    except av.FFmpegError as e:
+        raise InputError(f"cannot decode the audio of {p.name} ({short_error(e)})") from e
+    finally:
+        container.close()
+    if not seconds > 0:
+        raise InputError(f"{p.name}: the audio lasts no time")
+    return seconds
+
+
 def _decoded(container, stream, name: str):
     packets = container.demux(stream)
     while True:
@@ -329,5 +359,5 @@ def envelope(path, feature: str = "onset", *, attack: float = 0.01, release: flo
         raise InputError(f"cannot decode the audio of {Path(path).name} ({short_error(e)})") from e
 
 
-__all__ = ["FEATURES", "ANALYSIS_RATE", "FRAME_RATE", "Envelope", "frame_times", "read_audio",
+__all__ = ["FEATURES", "ANALYSIS_RATE", "FRAME_RATE", "Envelope", "frame_times", "read_audio", "audio_duration",
            "spectral_features", "follow", "normalise", "estimate_tempo", "track_beats", "analyse", "envelope"]
