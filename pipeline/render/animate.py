@@ -77,7 +77,7 @@ def carried_source(plan: AnimationPlan, state: TemporalState, index: int) -> tup
     if index == 0 or state.prev_source is None:
         return plan.start, None
     dp = plan.video.dream
-    dreamed = state.prev_source.astype(np.float32) + state.prev_residual
+    dreamed = state.prev_source.astype(np.float32) + state.residual_array()
     step = plan.step(index)
     moved = [move(e, step, plan.resample) for e in eyes(dreamed, dp.stereo)]
     pictures = [quantize(m) for m, _ in moved]
@@ -111,15 +111,14 @@ def animate_pass(plan: AnimationPlan, sink, engine: DreamEngine, p: Pass, stats:
             source, motion = carried_source(plan, state, index)
             zero = np.zeros(source.shape, np.float32) if motion else None
             row = vp.params.row(index) if vp.params is not None else None
-            dreamed, _ = dream_frame(engine, vp.dream, source, index=index, prev_residual=zero, motion=motion,
-                                     params=row)
+            d = dream_frame(engine, vp.dream, source, index=index, prev_residual=zero, motion=motion, params=row)
             dt = time.perf_counter() - t0
             stats.dream_s += dt
-            state = TemporalState(index + 1, source, dreamed - source.astype(np.float32))
+            state = TemporalState(index + 1, source, d.residual)
             seg = index // seg_frames
             t0 = time.perf_counter()
             if p.encodes(index) and (not sink.committed(seg) or seg in p.redo):
-                offer(out_q, DreamedFrame(index, index, quantize(dreamed), float((index + 1) * vp.time_base)),
+                offer(out_q, DreamedFrame(index, index, d.rgb8(), float((index + 1) * vp.time_base)),
                       halt.is_set)
                 pending = True
                 if state.next_index % seg_frames == 0 or state.next_index == plan.frames:
