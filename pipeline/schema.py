@@ -75,8 +75,8 @@ class VideoCfg:
 class TemporalCfg:
     enabled: bool = _f(True)
     flow: Literal["dis", "farneback", "raft"] = _f("dis")
-    flow_preset: Literal["ultrafast", "fast", "medium"] = _f("medium")  # DIS's own presets
-    flow_max_side: int | None = _f(None, lo=16)  # flow computed with the longer side at most this; None: full size
+    flow_preset: Literal["ultrafast", "fast", "medium"] = _f("medium")  # DIS search (stages.temporal.flow.DIS_PRESETS)
+    flow_max_side: int | None = _f(960, lo=16)  # flow computed with the longer side at most this; None: full size
     blend: float = _f(0.9, lo=0.0, hi=1.0)
     iterations: int = _f(2, lo=0, hi=1000)
     hold: float = _f(0.3, lo=0.0, hi=1.0)  # per step, pull new detail back to the carried dream where flow is reliable

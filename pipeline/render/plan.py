@@ -63,7 +63,7 @@ class DreamPlan:
     scene_cut: float
     flow: str
     flow_preset: str = "medium"  # DIS preset
-    flow_max_side: int | None = None  # flow's working resolution (longer side); None: the frame's
+    flow_max_side: int | None = 960  # flow's working resolution (longer side); None: the frame's
     flow_threads: int = 1  # frames whose flow is computed at once (pipeline.render.workers)
 
     @classmethod
