@@ -24,7 +24,9 @@ from pathlib import Path
 
 # main's head before issue 17's work: the `*_before` figures. `--base` overrides it.
 FEED_BASE = "2bd18d0539babc7cb1fabfc56b40362587fa9589"
-SIZES = {"1920x1080": ("flat", 10, 6), "3840x1920": ("equirect", 6, 4)}  # projection, frames, --quick frames
+# projection, frames, --quick frames: enough for the threads to reach their steady rate (the first frames fill
+# the queues and the flow threads' lookahead)
+SIZES = {"1920x1080": ("flat", 30, 10), "3840x1920": ("equirect", 12, 6)}
 TEXTURE_AMPLITUDE = 24.0
 # This tree's side runs as beside a GPU dream (the section's premise): flow on every core of this machine.
 NOW = (f"temporal.flow_threads={max(1, os.cpu_count() or 1)}",)

@@ -171,6 +171,7 @@ def test_out_of_range_octaves():
     ("dream.seed=-1", "dream.seed: must be >= 0, got -1"),
     ("temporal.blend=1.5", "temporal.blend: must be <= 1.0, got 1.5"),
     ("input.max_side=8", "input.max_side: must be >= 16, got 8"),
+    ("temporal.flow_max_side=4", "temporal.flow_max_side: must be >= 16, got 4"),
     ("dream.seed=18446744073709551615", "dream.seed: must be <= 4294967295, got 18446744073709551615"),
 ])
 def test_out_of_range(override, expected):
@@ -213,6 +214,7 @@ def test_wrong_type_for_layers_names_the_key():
     ("projection=cube", "projection", "auto, flat, equirect"),
     ("stereo=sbs", "stereo", "auto, mono, top-bottom, left-right"),
     ("temporal.flow=lk", "temporal.flow", "dis, farneback, raft"),
+    ("temporal.flow_preset=slow", "temporal.flow_preset", "ultrafast, fast, medium"),
     ("encode.codec=vp9", "encode.codec", "h264, hevc"),
 ])
 def test_bad_choice(override, key, choices):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stages.common import InputError
-from stages.measure.metrics import plot_metrics, warp_error_series
+from stages.measure.metrics import plot_metrics, reference_flow, warp_error_series
 from stages.temporal.flow import FlowEstimator
 from stages.temporal.warp import consistency_mask, warp
 from tests.synth import blurred_texture as texture
@@ -113,7 +113,7 @@ def test_wrap_x_series_on_panorama() -> None:
 def test_pair_value_is_the_documented_formula() -> None:
     """One pair by hand with the stages' flow, mask and warp: sum M |D_t - warp(D_{t-1}, b)|^2 / sum M."""
     src, dream = list(source(2)), list(coherent_dream(2))
-    b, f = FlowEstimator("dis").pair(src[0], src[1])
+    b, f = reference_flow("dis", *src[0].shape[:2]).pair(src[0], src[1])
     mask = consistency_mask(b, f)
     prev = dream[0].astype(np.float32)
     sq = ((dream[1].astype(np.float32) - warp(prev, b)) ** 2).sum(axis=2)

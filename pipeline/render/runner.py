@@ -50,6 +50,7 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     finally:
         run.close()
     stats.wall_s = time.perf_counter() - t_start
-    log.info("wrote %s: %d frames rendered in %.1f s (%.2f fps), %d temporal resets", dst, stats.frames,
-             stats.wall_s, stats.frames / max(stats.wall_s, 1e-9), len(stats.resets))
+    log.info("wrote %s: %d frames rendered in %.1f s (%.2f fps; the frame step %.3f s per frame), %d temporal resets",
+             dst, stats.frames, stats.wall_s, stats.frames / max(stats.wall_s, 1e-9),
+             stats.dream_s / max(stats.frames, 1), len(stats.resets))
     return stats

@@ -53,6 +53,12 @@ def _mean(values: list[float | None]) -> float:
     return float(np.mean(kept)) if kept else 0.0
 
 
+def reference_flow(method: str, h: int, w: int) -> FlowEstimator:
+    """The measurement's flow, which does not follow a render's speed settings: DIS is OpenCV's MEDIUM on the
+    frame (its flow is half the frame's size) whatever the size; Farneback works at the frame's size."""
+    return FlowEstimator(method, max_side=max(16, (max(h, w) + 1) // 2) if method == "dis" else None)
+
+
 def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Iterable[np.ndarray], *,
                       method: str = "dis", wrap_x: bool = False, estimator=None) -> dict:
     """Flow-based flicker metrics; frames are H x W x 3 uint8 RGB, consumed one pair at a time.
@@ -62,10 +68,8 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
     different lengths or the dreamed size changes mid-video. `method` is "dis" or "farneback"; for
     RAFT pass ``estimator`` (a `stages.temporal.flow.FlowEstimator`, or anything with its ``pair`` method).
     """
-    if estimator is None:
-        if method not in _CV_METHODS:
-            raise InputError(f"metrics flow must be dis or farneback (pass a RAFT estimator), got {method!r}")
-        estimator = FlowEstimator(method)
+    if estimator is None and method not in _CV_METHODS:
+        raise InputError(f"metrics flow must be dis or farneback (pass a RAFT estimator), got {method!r}")
     per_warp: list[float | None] = []
     per_src: list[float | None] = []
     per_strength: list[float] = []
@@ -82,6 +86,8 @@ def warp_error_series(source_frames: Iterable[np.ndarray], dreamed_frames: Itera
             raise ValueError(f"dreamed frame size changed from {size} to {(h, w)}")
         if src_u8.shape[:2] != (h, w):
             src_u8 = cv2.resize(src_u8, (w, h), interpolation=cv2.INTER_AREA)
+        if estimator is None:
+            estimator = reference_flow(method, h, w)
         src = src_u8.astype(np.float32)
         dream = dream_u8.astype(np.float32)
         per_strength.append(float(np.mean((dream - src) ** 2, dtype=np.float64)))
