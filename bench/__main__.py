@@ -29,6 +29,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "sphere": ("bench.sphere_bench", "run", "360° equirect vs sphere-true dreaming: pole streaks, pole strength, "
                "seam, cost"),
     "stereo": ("bench.stereo_bench", "run", "360° stereo: one dream carried to the other eye vs independent eyes"),
+    "pulse": ("bench.pulse_bench", "run", "key-frame pulse: worst pair / median warp error, lossless vs encoded, "
+              "same dream, file size"),
     "scale": ("bench.scale_bench", "run", "Ray with 2 CPU workers vs one process: speed-up, pop where chunks meet"),
     "feed": ("bench.feed_bench", "run", "everything around the dream (decode, flow, warp, encode) at 1080p and "
              "3840x1920 equirect, now vs before"),

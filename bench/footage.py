@@ -79,3 +79,60 @@ def make_photo_pan(dst: Path, *, width: int = 256, height: int = 144, frames: in
             out.mux(vs.encode(vf))
         out.mux(vs.encode(None))
     return dst
+
+
+def photo_strip(height: int = 288):
+    """Real photographs side by side at one height (scikit-image's rocket, motorcycle, coffee and astronaut:
+    outdoor, street, still life, portrait), a long scene for a pan to cross."""
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    photos = [skimage.data.rocket(), skimage.data.stereo_motorcycle()[0], skimage.data.coffee(),
+              skimage.data.astronaut()]
+    return np.concatenate([cv2.resize(p[..., :3], (round(p.shape[1] * height / p.shape[0]), height),
+                                      interpolation=cv2.INTER_AREA) for p in photos], axis=1)
+
+
+def strip_x(i: int, whip: tuple[int, int], speed: float = 1.25, fast: float = 12.0) -> float:
+    """Left edge (strip pixels) of `make_cut_pan`'s first shot at frame i: a steady pan that whips to
+    `fast` px/frame over frames `whip` (eased in and out), then steadies again."""
+    x, (a, b) = 0.0, whip
+    for k in range(1, i + 1):
+        s = 0.0 if k < a or k >= b else math.sin(math.pi * (k - a) / (b - a)) ** 2
+        x += speed + (fast - speed) * s
+    return x
+
+
+def make_cut_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int = 250, cut_at: int = 140,
+                 whip: tuple[int, int] = (84, 104)) -> Path:
+    """A street-clip stand-in: a pan along real photographs (`photo_strip`) with a fast-motion stretch over
+    frames `whip`, then a hard cut at `cut_at` to a slow pan, zoom and roll over another real photograph
+    (scikit-image's chelsea). Two shots, camera motion throughout, as a phone clip with an edit has."""
+    import av
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    strip = photo_strip(height)
+    photo = skimage.data.chelsea()
+    ph, pw = photo.shape[:2]
+    with av.open(str(dst), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "16", "preset": "veryfast"}
+        for n in range(frames):
+            if n < cut_at:
+                m = np.float32([[1, 0, -strip_x(n, whip)], [0, 1, 0]])
+                view = cv2.warpAffine(strip, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            else:
+                t = (n - cut_at) / max(1, frames - cut_at - 1)
+                cx, cy = pw * (0.35 + 0.3 * t), ph * (0.45 + 0.1 * math.sin(2 * math.pi * t))
+                m = cv2.getRotationMatrix2D((cx, cy), 6 * math.sin(math.pi * t), 0.9 + 0.3 * t)
+                m[:, 2] += (width / 2 - cx, height / 2 - cy)
+                view = cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
+            vf.pts = n
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+    return dst

@@ -37,6 +37,42 @@ def room(w: int):
     return cv2.cvtColor(cv2.resize(bgr, (w, w // 2), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
 
 
+def photo_cube(w: int):
+    """A second real 360° scene: six real photographs on the faces of a cube (scikit-image's rocket, motorcycle,
+    coffee and astronaut around, the Hubble deep field overhead, gravel underfoot), made equirect with
+    py360convert's c2e. A starry sky above and a busy ground below: the content is unlike testRoom1's at
+    both poles."""
+    import cv2
+    import numpy as np
+    import py360convert
+    import skimage.data as d
+
+    def square(img, n: int = 512):
+        img = (img if img.ndim == 3 else np.dstack([img] * 3))[..., :3]
+        h, w_ = img.shape[:2]
+        s = min(h, w_)
+        img = img[(h - s) // 2:(h - s) // 2 + s, (w_ - s) // 2:(w_ - s) // 2 + s]
+        return cv2.resize(img, (n, n), interpolation=cv2.INTER_AREA)
+
+    faces = {"F": d.rocket(), "R": d.stereo_motorcycle()[0], "B": d.coffee(), "L": d.astronaut(),
+             "U": d.hubble_deep_field(), "D": d.gravel()}
+    e = py360convert.c2e({k: square(v) for k, v in faces.items()}, 1024, 2048, cube_format="dict")
+    e = np.clip(e, 0, 255).astype(np.uint8)
+    return cv2.resize(e, (w, w // 2), interpolation=cv2.INTER_AREA)
+
+
+def source_image(source: str, w: int):
+    """The test photo by name: room (testRoom1), room_flipped (upside down: the poles swap content), photos
+    (`photo_cube`) or noise (`isotropic_texture`)."""
+    if source == "room":
+        return room(w)
+    if source == "room_flipped":
+        return room(w)[::-1].copy()
+    if source == "photos":
+        return photo_cube(w)
+    return isotropic_texture(w)
+
+
 def isotropic_texture(w: int, seed: int = 0, waves: int = 400):
     """A colour texture that is statistically the same everywhere on the sphere and in every direction:
     sums of plane waves cos(f·ω·d + φ) over random 3D directions ω, evaluated at the pixel directions
@@ -97,7 +133,7 @@ def measure(modes: dict, w: int = 512, yaws=YAWS[:4], seed: int = 0, net=None, v
 
     net = net or zoo.build_model("efficientnet_lite0")
     obj = D.Objective({"block9": 1.0})
-    src0 = room(w) if source == "room" else isotropic_texture(w)
+    src0 = source_image(source, w)
     rows: dict = {m: [] for m in modes}
     for i, yaw in enumerate(yaws):
         src = np.roll(src0, yaw * w // 512, axis=1)
@@ -197,7 +233,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variant", action="append", default=[], help="NAME=key=value,... SphereSpec fields")
     p.add_argument("--no-equirect", action="store_true")
-    p.add_argument("--source", choices=("room", "noise"), default="room")
+    p.add_argument("--source", choices=("room", "room_flipped", "photos", "noise"), default="room")
     p.add_argument("--json", help="write every number (per yaw too) to this file")
     p.add_argument("--seam-control", action="store_true", help="also dream each yaw rolled by half a turn")
     a = p.parse_args(argv)

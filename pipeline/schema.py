@@ -88,7 +88,7 @@ class TemporalCfg:
 
 @dataclass(frozen=True)
 class CheckpointCfg:
-    segment_frames: int = _f(30, lo=1, hi=100000)
+    segment_frames: int = _f(60, lo=1, hi=100000)
 
 
 @dataclass(frozen=True)

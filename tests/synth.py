@@ -99,9 +99,10 @@ def _mux_tone(container, stream, pcm: np.ndarray) -> None:
 def make_clip(path, *, width: int = 160, height: int = 96, frames: int = 24, rate: Fraction = Fraction(30, 1),
               motion: tuple[float, float] = (2.0, 1.0), audio: bool = True, codec: str = "libx264",
               pix_fmt: str = "yuv420p", rotation: int = 0, vfr: bool = False, seed: int = 0,
-              faststart: bool = True) -> Path:
+              faststart: bool = True, speed: str = "ultrafast") -> Path:
     """Write an MP4 whose frame i is `scene_frame(scene_texture(height, width, seed), i, motion)`.
 
+    `speed` is x264's preset: `ultrafast` has no B-frames, `medium` has them, as phones' and web exports do.
     `rotation` is stored as a display matrix (CCW degrees), the frames themselves stay unrotated.
     `faststart` puts moov first, as phones and web exports do; `truncate` relies on that to leave
     a file that still opens.
@@ -119,7 +120,7 @@ def make_clip(path, *, width: int = 160, height: int = 96, frames: int = 24, rat
         vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
         vs.codec_context.time_base = tb
         vs.time_base = tb
-        vs.options = {"crf": "18", "preset": "ultrafast"}
+        vs.options = {"crf": "18", "preset": speed}
         if rotation:
             vs.set_display_rotation(rotation)
         astream = pcm = None

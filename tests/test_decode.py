@@ -145,6 +145,59 @@ def test_a_damaged_packet_is_skipped_and_counted(tmp_path, caplog):
     assert f"decoded {n} of 30 frames ({30 - n} missing): {r.skipped_packets} damaged packets skipped" in caplog.text
 
 
+def _pts_decoded(path, *, frame_threads: int | None) -> list[int]:
+    """Every frame PyAV decodes, packet by packet, passing over errors, then drained: on `frame_threads`
+    threads (as the reader decoded before), or without frame threads (None)."""
+    with av.open(str(path)) as c:
+        s, pts = c.streams.video[0], []
+        s.thread_type = "AUTO" if frame_threads else "SLICE"
+        if frame_threads:
+            s.codec_context.thread_count = frame_threads
+        for packet in c.demux(s):
+            try:
+                pts += [f.pts for f in packet.decode()]
+            except av.FFmpegError:
+                pass
+        try:
+            pts += [f.pts for f in s.codec_context.decode(None)]
+        except av.FFmpegError:
+            pass
+    return pts
+
+
+def test_frames_frame_threads_drop_at_damage_are_kept(tmp_path, caplog):
+    """A faststart file with B-frames, cut short as an interrupted download leaves it, or with bytes zeroed
+    mid-file: frame threads alone (the reader before) silently lose the frames in flight at the damage
+    (those held for reordering at a cut: 19 frames instead of 21); the reader gives every frame that
+    decodes without frame threads, in order, on 8 threads."""
+    clip = make_clip(tmp_path / "c.mp4", width=320, height=180, frames=30, speed="medium", motion=(3.0, 1.0))
+    data = clip.read_bytes()
+    damaged = []
+    for keep in (0.8, 0.85, 0.9, 0.95):
+        damaged.append(tmp_path / f"cut{keep}.mp4")
+        damaged[-1].write_bytes(data[:int(len(data) * keep)])
+    zeroed = bytearray(data)
+    at = int(len(data) * 0.7)
+    zeroed[at:at + 2000] = bytes(2000)
+    damaged.append(tmp_path / "zeroed.mp4")
+    damaged[-1].write_bytes(bytes(zeroed))
+    lost_before = 0
+    for path in damaged:
+        plain = _pts_decoded(path, frame_threads=None)
+        with VideoReader(path, threads=8) as r:
+            assert [f.pts for f in r] == plain, path.name
+        lost_before += len(plain) - len(_pts_decoded(path, frame_threads=8))
+    assert lost_before > 0
+    assert "decoding again from the key frame before it without frame threads" in caplog.text
+
+
+def test_healthy_files_stay_on_frame_threads(tmp_path):
+    clip = make_clip(tmp_path / "c.mp4", width=320, height=180, frames=30, speed="medium")
+    for start in (0.0, 0.5):
+        with VideoReader(clip, threads=8, start=start) as r:
+            assert len(list(r)) == (30 if start == 0 else 15) and not r.recovered
+
+
 def _bad(tmp_path, kind):
     if kind == "missing":
         return tmp_path / "nope.mp4", {}

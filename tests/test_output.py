@@ -69,7 +69,7 @@ def test_key_frames_every_gop_whatever_the_segment_length(tmp_path):
     with av.open(str(dst)) as c:
         packets = sorted((p for p in c.demux(video=0) if p.pts is not None), key=lambda p: p.pts)
         keys = [float(p.pts * p.time_base) for p in packets if p.is_keyframe]
-    assert keys == [0.0, 1.0, 2.0]  # 25-frame GOPs: 30-frame segments became 25
+    assert keys == [0.0, 2.0]  # 50-frame GOPs (2 s, the default): 30-frame segments became 50
 
 
 def test_a_late_start_gives_a_file_that_starts_at_zero_and_metrics_that_pair_it(tmp_path):

@@ -55,8 +55,9 @@ def test_caps_fit_the_signalled_level_and_the_platform(preset, stereo, fps):
 
 def test_gop_and_segments():
     cfg = load_config("default")
-    assert encode_plan(cfg, Fraction(25), "mono").encoding.gop == 25
-    assert encode_plan(cfg, Fraction(30000, 1001), "mono").encoding.gop == 30
+    assert encode_plan(cfg, Fraction(25), "mono").encoding.gop == 50  # 2 s without a platform preset
+    assert encode_plan(cfg, Fraction(30000, 1001), "mono").encoding.gop == 60
+    assert encode_plan(load_config("default", ["encode.preset=quest"]), Fraction(30), "mono").encoding.gop == 30
     assert encode_plan(load_config("default", ["encode.gop=2"]), Fraction(25), "mono").encoding.gop == 50
     assert segment_frames(30, 25) == 25 and segment_frames(40, 25) == 50 and segment_frames(4, 30) == 30
     assert segment_frames(48, 24) == 48

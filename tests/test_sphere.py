@@ -200,10 +200,11 @@ YAWS = (37, 219)  # columns of 512: not multiples of 90°, where the room's grid
 @pytest.fixture(scope="module")
 def paired_room(lite0) -> dict:
     """The room at 256×128 dreamed with the default preset in both modes (and the sphere mode without its
-    latitude balance), over two yaws (own seeds)."""
+    latitude balances, and without the detail's alone), over two yaws (own seeds)."""
     modes = {"equirect": D.Schedule(equirect=True, wrap_x=True, pole_exponent=1.0)}
     modes["sphere"] = replace(modes["equirect"], sphere=S.SphereSpec())
-    modes["sphere_unbalanced"] = replace(modes["equirect"], sphere=S.SphereSpec(balance=0.0))
+    modes["sphere_unbalanced"] = replace(modes["equirect"], sphere=S.SphereSpec(balance=0.0, even=0.0))
+    modes["sphere_uneven"] = replace(modes["equirect"], sphere=S.SphereSpec(even=0.0))
     src0 = room(256)
     out: dict = {m: [] for m in modes}
     for i, yaw in enumerate(YAWS):
@@ -246,6 +247,33 @@ def test_latitude_balance_evens_the_poles_against_the_horizon(paired_room):
     assert spread(on) < 0.7 * spread(off), (on["strength_up"], on["strength_down"], off["strength_up"],
                                             off["strength_down"])
     assert on["aniso_up"] < off["aniso_up"] + 0.1 and on["aniso_down"] < off["aniso_down"] + 0.1
+
+
+@pytest.mark.slow
+def test_even_detail_brings_the_poles_to_the_horizon(paired_room):
+    """Same photo, yaws and seeds, the detail evened per latitude (default) vs not (the gradient balance alone):
+    the poles' strength ÷ the horizon's comes closer to 1 (log distance summed), the radial anisotropy stays."""
+    on, off = paired_room["sphere"], paired_room["sphere_uneven"]
+    print(f"\npole strength up/down: even on {on['strength_up']:.3f}/{on['strength_down']:.3f}, off "
+          f"{off['strength_up']:.3f}/{off['strength_down']:.3f}; aniso on {on['aniso_up']:.3f}/{on['aniso_down']:.3f} "
+          f"off {off['aniso_up']:.3f}/{off['aniso_down']:.3f}")
+    spread = lambda r: abs(math.log(r["strength_up"])) + abs(math.log(r["strength_down"]))  # noqa: E731
+    assert spread(on) < 0.7 * spread(off), (on, off)
+    assert on["aniso_up"] < off["aniso_up"] + 0.1 and on["aniso_down"] < off["aniso_down"] + 0.1
+
+
+def test_even_detail_flattens_rows_within_its_limit():
+    """Detail whose rows differ ×3 from pole to pole comes out with about one mean |detail| per row (each row's
+    pattern only scaled); even 0 is the identity; no row moves by more than MAX_EVEN."""
+    d0 = torch.randn(1, 3, 64, 128, generator=gen(0))
+    d = d0 * torch.linspace(0.5, 1.5, 64).view(1, 1, 64, 1)
+    assert torch.equal(S.even_detail(d, S.SphereSpec(even=0.0)), d)
+    out = S.even_detail(d, S.SphereSpec(even=1.0))
+    rows, rows_in = out.abs().mean(dim=(0, 1, 3)), d.abs().mean(dim=(0, 1, 3))
+    assert float(rows[8:-8].std() / rows[8:-8].mean()) < 0.3 * float(rows_in[8:-8].std() / rows_in[8:-8].mean())
+    factor = (out / d).mean(dim=(0, 1, 3))
+    assert float(factor.max()) <= S.MAX_EVEN + 1e-5 and float(factor.min()) >= 1 / S.MAX_EVEN - 1e-5
+    assert torch.allclose(out / factor.view(1, 1, 64, 1), d, atol=1e-5)
 
 
 def test_balance_latitudes_flattens_rows_and_keeps_the_pattern():

@@ -184,3 +184,29 @@ def test_bad_output_paths(tmp_path: Path, capsys) -> None:
     assert render(src, tmp_path / "out.mp4", "--set", "temporal.flow=sideways") == 2
     assert "temporal.flow" in one_error_line(capsys)
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.slow
+def test_a_cut_short_download_renders_every_frame_that_decodes(tmp_path: Path, capsys) -> None:
+    """A faststart clip with B-frames cut at 80 % of its bytes: the render writes every frame PyAV decodes
+    from it without frame threads (frame threads alone lost the two held for reordering), each at its own
+    time, and one line says how many of the file's frames are missing."""
+    src = make_clip(tmp_path / "in.mp4", width=160, height=96, frames=30, speed="medium", motion=(3.0, 1.0))
+    truncate(src, 0.8)
+    with av.open(str(src)) as c:
+        s, plain = c.streams.video[0], []
+        s.thread_type = "SLICE"
+        for packet in c.demux(s):
+            try:
+                plain += [f.pts * f.time_base for f in packet.decode()]
+            except av.FFmpegError:
+                pass
+        try:
+            plain += [f.pts * f.time_base for f in s.codec_context.decode(None)]
+        except av.FFmpegError:
+            pass  # the demuxer's flush packet drained it
+    dst = tmp_path / "out.mp4"
+    assert render(src, dst, "--set", "temporal.enabled=false") == 0
+    assert [t for t, _ in frames_of(dst)] == [t - plain[0] for t in plain]
+    line = f"decoded {len(plain)} of 30 frames ({30 - len(plain)} missing): the file looks truncated"
+    assert line in capsys.readouterr().err

@@ -19,15 +19,33 @@ from pipeline.config import Config
 from stages.media import levels as L
 from stages.media.encode import Encoding
 
-# Tuned for dreamed texture, which is high-frequency everywhere: more bits for the 10 frames before each
-# key frame, so key frames do not pulse (stages.media.encode.keyframe_zones; README, "Rate control"), paid for
-# by a coarser CRF everywhere else. Measured on the demo (one lossless dream, H.264 CRF 18, 1 s GOPs,
-# encoded as the render does: 30-frame segments, joined): worst key frame / median warp error 3.00 flat
-# (312 KiB); this ramp at CRF+4 2.24 (291 KiB); at CRF+3 2.05 (340 KiB); at CRF+4 without mbtree 2.05
-# (332 KiB); the 6-frame ramp (1.3 ... 5) at CRF+0 1.75 (501 KiB). As one continuous stream the same
-# dream reads 2.53 flat and 1.74 with this ramp; ipratio 1.0, qcomp 0.8-0.9 and no B-frames did worse.
-KEYFRAME_RAMP = (1.1, 1.2, 1.35, 1.5, 1.7, 2.0, 2.4, 3.0, 3.8, 4.8)
+# Tuned for dreamed texture, which is high-frequency everywhere (stages.media.encode.keyframe_zones; README,
+# "Rate control"). P- and B-frames smooth the dream along the motion (the encoded frame-to-frame change is
+# ~0.6 of the dream's own), a key frame codes it afresh: one frame's jump. Measured on one lossless dream per
+# clip, re-encoded as the render does (segments of whole GOPs, joined), H.264, worst pair's warp error ÷ the
+# median, file size (bench/pulse_bench.py):
+#   demo (pan_cat, 90 frames): flat CRF 18, 1 s GOPs 3.00 (312 KiB); the old 10-frame ramp (×1.1 … ×4.8) at
+#   CRF+4 2.24 (291 KiB); its key frame alone carried most of the jump (its coding error 83 against 32 on
+#   the frame before it): boosting it ×2/×4/×8 1.83/1.67/1.59 but 317/352/388 KiB. The key frames' cost is
+#   paid by 2 s GOPs: 15-frame ramp (×1.05 … ×4.8) + key frame ×4 at CRF+4 1.66 (270 KiB); street stand-in
+#   (bench/footage.make_cut_pan, 250 frames) 2.90 → 2.26 (547 → 550 KiB), its worst pair now the whip pan's,
+#   which the lossless dream shows too (1.66).
+# Not reached at equal size: ≤ 1.5. Below 1.5 on the demo took 1.5-2× the file (ramps of 15-20 frames to ×8,
+# key ×8), or a calmer dream (temporal.hold 0.9: 1.46 at 273 KiB) that leaves newly revealed content
+# undreamed. Tried without gain: ipratio (mbtree overrides it), mbtree off, pbratio 1, no B-frames, qcomp.
+RAMP_SHARE = 0.25  # of the GOP: 15 frames of a 2 s GOP at 30 fps
+RAMP_FIRST, RAMP_LAST = 1.05, 4.8
+KEYFRAME_BOOST = 4.0
 RAMP_CRF_OFFSET = 4
+DEFAULT_GOP_S = 2.0  # encode.gop null with no platform preset
+
+
+def keyframe_ramp(gop: int) -> tuple[float, ...]:
+    """Geometric bitrate factors RAMP_FIRST … RAMP_LAST over the last RAMP_SHARE of a GOP of `gop` frames."""
+    n = max(1, min(gop - 1, round(gop * RAMP_SHARE)))
+    if n == 1:
+        return (RAMP_LAST,)
+    return tuple(round(RAMP_FIRST * (RAMP_LAST / RAMP_FIRST) ** (k / (n - 1)), 3) for k in range(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +71,15 @@ def encode_plan(cfg: Config, rate: Fraction, stereo: str) -> EncodePlan:
 
     def encoding(codec: str, crf: int, gop_s: float, **kw) -> Encoding:
         lossless = crf == 0  # stays lossless: no ramp, no offset
+        gop = gop_frames(e.gop or gop_s, rate)
         return Encoding(codec=codec, crf=crf if lossless else min(51, crf + RAMP_CRF_OFFSET), speed=e.speed,
-                        gop=gop_frames(e.gop or gop_s, rate), keyframe_ramp=() if lossless else KEYFRAME_RAMP,
-                        **kw)
+                        gop=gop, keyframe_ramp=() if lossless else keyframe_ramp(gop),
+                        keyframe_boost=1.0 if lossless else KEYFRAME_BOOST, **kw)
 
     if e.preset == "none":
         # crf 0 is lossless, which only x264's High 4:4:4 Predictive profile allows: let x264 pick it.
         profile = "high" if e.codec == "h264" and e.crf > 0 else None
-        return EncodePlan(encoding(e.codec, e.crf, 1.0, profile=profile), None, None)
+        return EncodePlan(encoding(e.codec, e.crf, DEFAULT_GOP_S, profile=profile), None, None)
     if e.preset == "quest":
         if high_fps:
             box = {"mono": (4096, 2048), "top-bottom": (2880, 2880), "left-right": (4096, 2048)}[stereo]

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from stages.common import InputError
+from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ def open_media(p: Path, kind: str = "video"):
         container.close()
         raise InputError(f"{p.name} has no {kind} stream")
     return container
-
-
-def short_error(e: Exception) -> str:
-    """An exception as one short line (FFmpeg's messages can span lines)."""
-    return " ".join(str(e).split())[:160]
 
 
 def _side_info(frame) -> tuple[str | None, str | None]:
@@ -104,7 +100,7 @@ class VideoReader:
     """
 
     def __init__(self, path, *, start: float = 0.0, max_frames: int | None = None,
-                 max_side: int | None = None):
+                 max_side: int | None = None, threads: int | None = None):
         if start < 0:
             raise InputError(f"start must be >= 0 seconds, got {start}")
         if max_frames is not None and max_frames < 1:
@@ -116,12 +112,16 @@ class VideoReader:
         self._container = open_media(self.path)
         self._stream = stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads:  # decoder threads; None: FFmpeg's choice (one per core)
+            stream.codec_context.thread_count = threads
         self.time_base: Fraction = Fraction(stream.time_base)
         self.rate: Fraction | None = _rate(stream)
         self.has_audio = bool(self._container.streams.audio)
         self._start = start
         self._max_frames = max_frames
-        self.skipped_packets = 0  # undecodable packets passed over: each one's frame is missing
+        self._log = DecodeLog()
+        self._seek_pts: int | None = None  # where `start` sent the demuxer
+        self._recovery = None  # the container of the second, frame-thread-free decode after damage
         self._frames = self._decode_frames()
         try:
             first = next(self._frames, None)
@@ -146,8 +146,8 @@ class VideoReader:
                 raise InputError(f"start {start:g} s is past the end of {self.path.name} "
                                  f"({self.duration:.3f} s)")
             self._first = None
-            target = self.origin + int(Fraction(start) / self.time_base)
-            self._container.seek(target, stream=stream, backward=True, any_frame=False)
+            self._seek_pts = self.origin + int(Fraction(start) / self.time_base)
+            self._container.seek(self._seek_pts, stream=stream, backward=True, any_frame=False)
             self._frames = self._decode_frames()
         self.frames_estimate = self._estimate(stream)
 
@@ -161,29 +161,47 @@ class VideoReader:
             total = self._max_frames if total is None else min(total, self._max_frames)
         return total
 
+    @property
+    def recovered(self) -> bool:
+        """Frame threads met damage and the rest was decoded without them."""
+        return self._log.recovered
+
+    @property
+    def skipped_packets(self) -> int:
+        """Undecodable packets passed over: each one's frame is missing."""
+        return self._log.skipped_packets
+
     def _decode_frames(self):
-        """Yield av.VideoFrames; a damaged packet is skipped and a damaged tail ends the stream, each with a
-        warning, and whatever the decoder still holds is drained either way."""
-        stream = self._stream
-        packets = self._container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return  # the demuxer's own flush packet has drained the decoder
-            except av.FFmpegError as e:
-                log.warning("%s: stream ends early, file looks truncated or damaged (%s)", self.path.name,
-                            short_error(e))
-                break
-            try:
-                yield from packet.decode()
-            except av.FFmpegError as e:
-                self.skipped_packets += 1
-                log.warning("%s: skipping undecodable packet (%s)", self.path.name, short_error(e))
+        """Yield av.VideoFrames: on frame threads while the stream is healthy; from the first sign of damage on,
+        decoded again without them from the key frame before the last frame handed on, so the frames
+        frame threads drop at damage come out too (stages.media.packets)."""
+        info, name = self._log, self.path.name
         try:
-            yield from stream.codec_context.decode(None)
-        except av.FFmpegError:
-            pass
+            for frame in decode_stream(self._container, self._stream, info, strict=True, name=name):
+                info.recent.append(frame.pts)
+                info.handed_on += 1
+                yield frame
+            return
+        except Damaged as d:
+            log.warning("%s: damaged stream (%s); decoding again from the key frame before it without frame "
+                        "threads, so every frame that decodes is kept", name, d.why)
+        info.recovered = True
+        self._recovery = container = open_media(self.path)
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        recent = [p for p in info.recent if p is not None]
+        seen, oldest = set(recent), min(recent, default=None)
+        skip = 0 if recent else info.handed_on  # no pts to go by: skip by count from the start
+        target = max(recent) if recent else self._seek_pts if not info.handed_on else None
+        if target is not None:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+        for frame in decode_stream(container, stream, info, strict=False, name=name):
+            if skip:
+                skip -= 1
+                continue
+            if frame.pts is not None and (frame.pts in seen or (oldest is not None and frame.pts < oldest)):
+                continue  # handed on before the damage
+            yield frame
 
     def _convert(self, frame) -> np.ndarray:
         rgb = frame.to_ndarray(format="rgb24")
@@ -217,8 +235,9 @@ class VideoReader:
             # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
             expected = self.frames_estimate
             if expected and index < expected - (0 if self._stream.frames and start_t == 0 else 1):
-                why = f"{self.skipped_packets} damaged packets skipped" if self.skipped_packets else \
-                    "the file looks truncated"
+                why = "; ".join(w for w in (
+                    f"{self.skipped_packets} damaged packets skipped" if self.skipped_packets else "",
+                    "the file looks truncated" if self._log.truncated or not self.skipped_packets else "") if w)
                 log.warning("%s: decoded %d of %d frames (%d missing): %s", self.path.name, index, expected,
                             expected - index, why)
         if index == 0 and start_t > 0:
@@ -228,6 +247,9 @@ class VideoReader:
         if self._container is not None:
             self._container.close()
             self._container = None
+        if getattr(self, "_recovery", None) is not None:
+            self._recovery.close()
+            self._recovery = None
 
     def __enter__(self):
         return self

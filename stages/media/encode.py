@@ -65,27 +65,32 @@ class Encoding:
     bframes: int | None = None  # None: the encoder's default
     params: str = ""  # more x264/x265 params (key=value:...)
     keyframe_ramp: tuple[float, ...] = ()  # bitrate factors for the frames before each key frame (see zones)
+    keyframe_boost: float = 1.0  # bitrate factor of each key frame itself (with a ramp)
 
     def __post_init__(self) -> None:
         if self.codec not in _ENCODERS:
             raise ValueError(f"codec must be one of {sorted(_ENCODERS)}, got {self.codec!r}")
 
 
-def keyframe_zones(gop: int, frames: int, ramp: tuple[float, ...]) -> str:
-    """x264/x265 zones that raise the bitrate of the frames before each key frame along `ramp`.
+def keyframe_zones(gop: int, frames: int, ramp: tuple[float, ...], boost: float = 1.0) -> str:
+    """x264/x265 zones that raise the bitrate of the frames before each key frame along `ramp`, and of each
+    key frame by `boost`.
 
     Dreamed texture is high-frequency everywhere: P- and B-frames smooth it along the motion while a key
     frame codes it afresh, so without this the picture jumps once per GOP. The last frames of a GOP
-    converge on the dream, and the key frame meets them there (numbers: pipeline/render/presets.py).
+    converge on the dream, and the key frame, coded finely too, meets them there: a coarse key frame's
+    own coding error is fresh (nothing predicts it), and it alone was most of the jump (numbers:
+    pipeline/render/presets.py).
     """
-    zones = []
-    for key in range(gop, frames + gop, gop):
+    zones = {}
+    for key in range(0, frames + gop, gop):
+        if 0 <= key < frames and boost != 1.0:
+            zones[key] = boost
         for k, factor in enumerate(reversed(ramp)):
             f = key - 1 - k
             if 0 < f < frames and f % gop:
-                zones.append(f"{f},{f},b={factor:g}")
-    zones.sort(key=lambda z: int(z.split(",")[0]))
-    return "zones=" + "/".join(zones) if zones else ""
+                zones[f] = factor
+    return "zones=" + "/".join(f"{f},{f},b={zones[f]:g}" for f in sorted(zones)) if zones else ""
 
 
 class VideoWriter:
@@ -162,8 +167,8 @@ class VideoWriter:
             params.append("log-level=error")
             # Apple players and Quest refuse HEVC in MP4 unless the sample entry is hvc1, not hev1.
             stream.codec_tag = "hvc1"
-        if e.keyframe_ramp and self._frames:
-            params.append(keyframe_zones(gop, self._frames, e.keyframe_ramp))
+        if (e.keyframe_ramp or e.keyframe_boost != 1.0) and self._frames:
+            params.append(keyframe_zones(gop, self._frames, e.keyframe_ramp, e.keyframe_boost))
         if e.params:
             params.append(e.params)
         opts["x264-params" if e.codec == "h264" else "x265-params"] = ":".join(params)

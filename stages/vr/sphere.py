@@ -34,6 +34,11 @@ mode reads 2.00 / 1.78, this module's defaults 0.90 / 1.03):
   `balance_latitudes` at balance 1 (default) 1.09/0.95, 0.90/1.00/0.96; at 1.5 0.99/1.03,
   0.89/0.93/0.94. It costs stereo agreement after the encode (bench/stereo_bench.py: the carry's
   residual is weaker where it is lifted, and the codec's noise weighs more), hence 1 and not 1.5.
+  The same push still does not make the same dream: at 512×256 (2 yaws) the room read 1.22/0.95, upside
+  down 0.91/1.16, and six real photos on a cube (starry sky, gravel ground; bench/sphere_bench.py
+  `photos`) 0.91/1.08. `even_detail` (even 1, default) scales each octave's new detail per latitude
+  towards the sphere's mean: 1.04/1.03, 1.02/1.02 and 1.04/1.03, radial anisotropy up/down 0.85/0.90,
+  0.88/0.83 and 1.00/0.93 (off: 0.87/0.88, 0.85/0.82, 1.04/0.96).
 * Other variants: 14 views (cube faces and corners) at 80°: 0.93 / 1.16 at 2.4× the cost; view
   pixels 1/0.85 of an equirect pixel (res 0.85): 0.95 / 0.97 at 1.14× the cost, but patterns 18%
   larger than the equirect mode's.
@@ -77,6 +82,7 @@ from stages.vr.spherical import crop_x, latitude_weight, wrap_pad_x
 
 EPS = 1e-8
 MAX_BALANCE = 4.0  # the most balance_latitudes lifts (or lowers) a row's gradient against the sphere's mean
+MAX_EVEN = 1.5  # the most even_detail lifts (or lowers) a row's detail against the sphere's mean
 BALANCE_SIGMA_DEG = 10.0  # the latitude reach over which balance_latitudes smooths its row means
 
 # View directions (yaw, pitch) in degrees. "cube": the six faces F R B L U D of py360convert's e2c.
@@ -105,6 +111,10 @@ class SphereSpec:
     # Each latitude's gradient ÷ (its own mean |g|)^balance (`balance_latitudes`): 0 = one scale for the
     # whole sphere (the old behaviour), 1 = every latitude, the poles too, pushed alike.
     balance: float = 1.0
+    # Each latitude's new detail (dreamed − start, per octave) ÷ (its own mean |detail| ÷ the sphere's)^even
+    # (`even_detail`), at most ×/÷ MAX_EVEN: what the push does not even out (content that takes the same
+    # push more readily) is evened out in what it made. 0 = off.
+    even: float = 1.0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -114,7 +124,8 @@ class SphereSpec:
         if self.gather not in ("pull", "push"):
             raise ValueError(f"sphere gather must be 'pull' or 'push', got {self.gather!r}")
         if self.res <= 0 or self.supersample < 1 or not 0 <= self.feather <= 1 \
-                or min(self.spread, self.grad_spread) < 0 or not 0 <= self.balance <= 2:
+                or min(self.spread, self.grad_spread) < 0 or not 0 <= self.balance <= 2 \
+                or not 0 <= self.even <= 1:
             raise ValueError(f"bad sphere spec {self}")
 
 
@@ -348,32 +359,56 @@ def view_gradients(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tenso
     return torch.cat(out, dim=1)
 
 
-def balance_latitudes(g: torch.Tensor, spec: SphereSpec) -> torch.Tensor:
-    """N×C×H×W equirect gradient, each row divided by (its smoothed mean |g| ÷ the sphere's)^balance.
+def row_scale(a: torch.Tensor, power: float, limit: float) -> torch.Tensor:
+    """N×1×H×1 factors that bring each row's mean |a| (N×C×H×W) to the sphere's: (sphere ÷ row)^power.
 
-    One scale for the whole sphere lets the content decide how hard each latitude is dreamed: a busy
-    floor has a larger gradient than the walls, and the pole it holds is dreamed harder than the
-    horizon (testRoom1 at 1024×512: up 1.18, down 0.86 of the horizon). The mean |g| per row (a ring of
-    the sphere; near a pole a small cap) is smoothed over BALANCE_SIGMA_DEG of latitude, reflected at
-    the poles as the sphere continues there, so the scale varies smoothly and no band shows; rows are
-    lifted (or lowered) at most ×MAX_BALANCE, so an empty sky is not dreamed from noise. A per-row
+    The mean |a| per row (a ring of the sphere; near a pole a small cap) is smoothed over BALANCE_SIGMA_DEG
+    of latitude, reflected at the poles as the sphere continues there, so the scale varies smoothly and no
+    band shows; the sphere's mean weighs rows by solid angle; factors stay within ×/÷ `limit`. A per-row
     scale commutes with any yaw, so the seam stays where it was not.
     """
-    if spec.balance <= 0:
-        return g
-    h, w = g.shape[-2:]
-    row = g.abs().mean(dim=(1, 3)).double()  # N×H
+    h = a.shape[-2]
+    row = a.abs().mean(dim=(1, 3)).double()  # N×H
     sigma = BALANCE_SIGMA_DEG / 180 * h
     r = int(math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64, device=g.device) / sigma) ** 2)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64, device=a.device) / sigma) ** 2)
     pad = F.pad(row[:, None], (min(r, h - 1),) * 2, mode="reflect")
     if r > h - 1:  # frames too short for the reach: smooth what there is
         k = k[r - (h - 1):r + h]
     smooth = F.conv1d(pad, (k / k.sum())[None, None])[:, 0]
-    area = latitude_weight(h, 1.0, g.device).view(1, h).double()
+    area = latitude_weight(h, 1.0, a.device).view(1, h).double()
     ref = (smooth * area).sum(dim=1, keepdim=True) / area.sum()
-    scale = (ref / smooth.clamp_min(EPS)).clamp(1 / MAX_BALANCE, MAX_BALANCE) ** spec.balance
-    return g * scale.to(g.dtype)[:, None, :, None]
+    scale = (ref / smooth.clamp_min(EPS)).clamp(1 / limit, limit) ** power
+    return scale.to(a.dtype)[:, None, :, None]
+
+
+def balance_latitudes(g: torch.Tensor, spec: SphereSpec) -> torch.Tensor:
+    """N×C×H×W equirect gradient, each row divided by (its smoothed mean |g| ÷ the sphere's)^balance.
+
+    One scale for the whole sphere lets the content decide how hard each latitude is pushed: a busy
+    floor has a larger gradient than the walls, and the pole it holds is dreamed harder than the
+    horizon (testRoom1 at 1024×512: up 1.18, down 0.86 of the horizon). Rows are lifted (or lowered) at
+    most ×MAX_BALANCE, so an empty sky is not dreamed from noise (`row_scale`).
+    """
+    if spec.balance <= 0:
+        return g
+    return g * row_scale(g, spec.balance, MAX_BALANCE)
+
+
+def even_detail(detail: torch.Tensor, spec: SphereSpec) -> torch.Tensor:
+    """An octave's new detail (N×C×H×W, dreamed − its start) with each row scaled towards the sphere's mean
+    |detail| (`row_scale` at power `spec.even`, within ×/÷ MAX_EVEN).
+
+    The same push does not make the same dream everywhere: texture the network reads readily (a ceiling's
+    lines, gravel) follows each step, calm content (a starry sky, plain walls) takes part of it back the
+    next step, so even with `balance_latitudes` the pole holding the busier content came out 15–20 %
+    stronger than the horizon, and which pole depended on the photo (bench/sphere_bench.py). Evening out
+    the result per latitude, octave by octave, fixes that whatever the content; the octave's texture,
+    and so the radial anisotropy, is only scaled.
+    """
+    if spec.even <= 0:
+        return detail
+    return detail * row_scale(detail, spec.even, MAX_EVEN)
 
 
 def sphere_gradient(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tensor, *,
@@ -402,5 +437,6 @@ def sphere_direction(x: torch.Tensor, net, obj, spec: SphereSpec, gen: torch.Gen
 
 
 __all__ = ["SphereSpec", "LAYOUTS", "face_size", "random_rotation", "yaw_rotation", "view_rays", "sample_views",
-           "pull_to_equirect", "push_to_equirect", "balance_latitudes", "spread_rows", "view_gradients",
-           "sphere_gradient", "sphere_direction", "pad_sphere", "directions_to_pixels", "equirect_directions"]
+           "pull_to_equirect", "push_to_equirect", "balance_latitudes", "even_detail", "row_scale", "spread_rows",
+           "view_gradients", "sphere_gradient", "sphere_direction", "pad_sphere", "directions_to_pixels",
+           "equirect_directions"]
