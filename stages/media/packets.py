@@ -109,7 +109,10 @@ def decode_stream(container, stream, info: DecodeLog, *, strict: bool, name: str
                 order.out(frames)
         yield from frames
     try:
-        frames = stream.codec_context.decode(None)  # usually empty: the demuxer's flush packet drained it
+        # Usually empty: the demuxer's flush packet drained it. No decoder at all (a file cut before its codec
+        # parameters) has nothing to drain; the reader then finds no frame and says so.
+        ctx = stream.codec_context
+        frames = ctx.decode(None) if ctx is not None else []
     except av.FFmpegError:
         frames = []
     if order is not None and all(f.pts is not None for f in frames):
