@@ -62,7 +62,7 @@ class DreamPlan:
     steady: bool  # residual strength held at the shot's first frame
     scene_cut: float
     flow: str
-    flow_preset: str = "medium"  # DIS preset
+    flow_preset: str = "medium"  # DIS search (stages.temporal.flow.DIS_PRESETS)
     flow_max_side: int | None = 960  # flow's working resolution (longer side); None: the frame's
     flow_threads: int = 1  # frames whose flow is computed at once (pipeline.render.workers)
 
@@ -81,6 +81,11 @@ class DreamPlan:
     def flow_estimator(self) -> FlowEstimator:
         """A flow solver with this render's settings (one per thread: it keeps buffers between calls)."""
         return FlowEstimator(self.flow, preset=self.flow_preset, max_side=self.flow_max_side)
+
+    def disparity_estimator(self) -> FlowEstimator:
+        """The stereo carry's solver: MEDIUM's fine search whatever `flow_preset` says, since the right eye takes
+        the left eye's dream pixel for pixel from it (a coarse field halves the eyes' agreement)."""
+        return FlowEstimator(self.flow, preset="medium", max_side=self.flow_max_side)
 
     def schedule(self, base: Schedule, *, warm: bool, reliable: float = 1.0) -> Schedule:
         """The engine's base schedule specialised for this render's geometry and the frame's place.

@@ -77,7 +77,7 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
     if plan.stereo_carry:
         host_eyes = eyes(source, plan.stereo)
         if disparity is None:
-            disparity = estimate_disparity(plan.flow_estimator(), *host_eyes, wrap_x=plan.wrap_x)
+            disparity = estimate_disparity(plan.disparity_estimator(), *host_eyes, wrap_x=plan.wrap_x)
         pair = engine.dream_stereo(*host_eyes, disparity, frame_index=index, schedule=sch,
                                    left_init=C.to_host(inits[0]), right_init=C.to_host(inits[1]) if warm else None,
                                    hold=hold[:1] if hold is not None else None, weights=weights, on_step=on_step)

@@ -160,10 +160,15 @@ class _Flow:
             self._local.est = self.dp.flow_estimator()
         return self._local.est
 
+    def disparity_estimator(self) -> FlowEstimator:
+        if not hasattr(self._local, "disp"):
+            self._local.disp = self.dp.disparity_estimator()
+        return self._local.disp
+
     def _job(self, prev: Seen | None, cur: Seen):
         clock, dp, est = _Clock(), self.dp, self.estimator()
-        disparity = estimate_disparity(est, *eyes(cur.rgb, dp.stereo), wrap_x=dp.wrap_x) if dp.stereo_carry \
-            else None
+        disparity = estimate_disparity(self.disparity_estimator(), *eyes(cur.rgb, dp.stereo), wrap_x=dp.wrap_x) \
+            if dp.stereo_carry else None
         motion, stats = pair_motion(est, prev, cur, dp) if dp.temporal and prev is not None else (None, None)
         return motion, stats, disparity, clock.lap()
 

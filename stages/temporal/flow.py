@@ -37,9 +37,21 @@ FLOW_METHODS = ("dis", "farneback", "raft")
 # DIS search settings, (patch size, patch stride, gradient-descent iterations, variational refinement
 # iterations), all computed down to the working copy itself (finest scale 0): the working size is the flow's
 # resolution. `medium` is OpenCV's MEDIUM search, whose own finest scale is half the image: MEDIUM on a
-# 1920-wide frame is `medium` at 960, bit for bit. The cheaper ones were chosen by measurement (README).
+# 1920-wide frame is `medium` at 960, bit for bit. Measured at 960 on a real 1920×960 clip (README, Flow at a
+# working resolution): `fast` costs half of `medium`'s CPU for a warp error 9–15 % higher, and carries less
+# through fast motion; `ultrafast` 0.43× for 2–16 %.
+# Patch sizes and strides are for a 960-px copy; a smaller one (a small frame) gets them scaled down with it, never
+# below MEDIUM's, so a patch covers as much of the picture at any size (a 32-px patch is a quarter of a 128-px
+# frame, and its flow fails the small renders' own tests).
 DIS_PRESETS = {"medium": (8, 3, 25, 5), "fast": (32, 20, 6, 1), "ultrafast": (16, 10, 6, 0)}
 DEFAULT_MAX_SIDE = 960  # OpenCV MEDIUM's own flow resolution on a 1080p frame
+
+
+def dis_search(preset: str, side: int) -> tuple[int, int, int, int]:
+    """The DIS search of `preset` for a working copy whose longer side is `side` px."""
+    patch, stride, descent, refine = DIS_PRESETS[preset]
+    scale = min(1.0, side / DEFAULT_MAX_SIDE)
+    return max(8, round(patch * scale)), max(3, round(stride * scale)), descent, refine
 
 # Farneback parameters tuned for video-sized frames: 5 levels reach ~30 px motions at 640 wide, the
 # Gaussian window (flag) is more robust than the box filter on low-texture regions.
@@ -162,14 +174,11 @@ class FlowEstimator:
         self.max_side = max_side
         self._dis = None
         self._raft = None
+        self.preset = preset
+        self._side = 0  # the working size the DIS search is set up for
         if method == "dis":
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-            patch, stride, descent, refine = DIS_PRESETS[preset]
             self._dis.setFinestScale(0)
-            self._dis.setPatchSize(patch)
-            self._dis.setPatchStride(stride)
-            self._dis.setGradientDescentIterations(descent)
-            self._dis.setVariationalRefinementIterations(refine)
         elif method == "raft":
             self._raft = _load_raft(weights).to(device)
 
@@ -194,6 +203,9 @@ class FlowEstimator:
         if self.method == "raft":
             backward, forward = self._raft_pair(prev.image, cur.image)
         else:
+            if self._dis is not None:
+                h, w = prev.image.shape[:2]
+                self._search(max(h, w - 2 * prev.pad))  # the copy's own size, without the wrap's borrowed columns
             backward = self._gray_flow(cur.image, prev.image)
             forward = self._gray_flow(prev.image, cur.image)
         if prev.pad:
@@ -209,11 +221,22 @@ class FlowEstimator:
         size = prev_rgb.shape[:2]
         return upscale_flow(backward, size), upscale_flow(forward, size)
 
+    def _search(self, side: int) -> None:
+        if side != self._side:
+            patch, stride, descent, refine = dis_search(self.preset, side)
+            self._dis.setPatchSize(patch)
+            self._dis.setPatchStride(stride)
+            self._dis.setGradientDescentIterations(descent)
+            self._dis.setVariationalRefinementIterations(refine)
+            self._side = side
+
     def _gray_flow(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Flow defined on `src` pointing into `dst` (OpenCV's convention: src(x) ~ dst(x + flow))."""
         h, w = src.shape
-        # DIS rejects images under 12 px; thumbnails get replicated borders that are cropped again.
-        ph, pw = max(0, 16 - h), max(0, 16 - w)
+        # DIS rejects images under 12 px, and with its patch size p any side under about 1.4·p (measured: 10, 22
+        # and 44 px fail for p = 8, 16, 32); thumbnails get replicated borders that are cropped again.
+        least = max(16, -(-3 * self._dis.getPatchSize() // 2)) if self._dis is not None else 16
+        ph, pw = max(0, least - h), max(0, least - w)
         if ph or pw:
             src = cv2.copyMakeBorder(src, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
             dst = cv2.copyMakeBorder(dst, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
