@@ -141,7 +141,9 @@ def _worktree(repo: Path, commit: str, into: Path) -> Path:
 
 def _side(tree: Path, src: Path, dst: Path, frames: int, projection: str, extra: tuple[str, ...] = ()) -> dict:
     out = dst.with_suffix(".json")
+    # As `deepdream` itself runs (pipeline.cli.main): OpenMP's spin-waiting would burn the cores the threads share.
     env = dict(os.environ, PYTHONPATH=str(tree))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     r = subprocess.run([sys.executable, __file__, "--child", str(src), str(dst), str(frames), projection, str(out),
                         *extra],
                        cwd=tree, env=env, capture_output=True, text=True)
