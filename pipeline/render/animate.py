@@ -170,19 +170,13 @@ def run_animation(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg, animation=True),
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
-    try:
+    with run.held():
         plan = replace(plan, video=keep_params(run, plan.video))
         for p in run.resume_passes():
             animate_pass(plan, run, engine, p, stats, on_frame)
         t0 = time.perf_counter()
         finalize_animation(src, dst, cfg, plan, run)
         stats.finalize_s = time.perf_counter() - t0
-    except BaseException:
-        if not run.records:  # failed before its first segment: leave nothing behind
-            run.remove()
-        raise
-    finally:
-        run.close()
     stats.wall_s = time.perf_counter() - t_start
     log.info("wrote %s: %d frames dreamed in %.1f s (%.2f fps)", dst, stats.frames, stats.wall_s,
              stats.frames / max(stats.wall_s, 1e-9))

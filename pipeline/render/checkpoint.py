@@ -19,6 +19,7 @@ be kept. Re-rendering a damaged old segment therefore costs at most that spacing
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -352,3 +353,16 @@ class RunDir:
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         self.close()
+
+    @contextlib.contextmanager
+    def held(self):
+        """The render's hold on its run directory: released at the end; a render that fails before its first
+        segment leaves nothing behind."""
+        try:
+            yield self
+        except BaseException:
+            if not self.records:
+                self.remove()
+            raise
+        finally:
+            self.close()

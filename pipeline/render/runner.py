@@ -36,19 +36,13 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
                       stream=plan.stream_info(), restart=restart)
     stats = RunStats()
-    try:
+    with run.held():
         plan = keep_params(run, plan)
         for p in run.resume_passes():
             render_pass(src, cfg, plan, run, engine, p, stats, on_frame)
         t0 = time.perf_counter()
         finalize(src, dst, cfg, plan, run)
         stats.finalize_s = time.perf_counter() - t0
-    except BaseException:
-        if not run.records:  # failed before its first segment: leave nothing behind
-            run.remove()
-        raise
-    finally:
-        run.close()
     stats.wall_s = time.perf_counter() - t_start
     log.info("wrote %s: %d frames rendered in %.1f s (%.2f fps; the frame step %.3f s per frame), %d temporal resets",
              dst, stats.frames, stats.wall_s, stats.frames / max(stats.wall_s, 1e-9),

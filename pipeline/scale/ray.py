@@ -174,7 +174,7 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
                  n_workers, cfg.scale.cpus_per_worker, gpw)
         run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
                           stream=plan.stream_info(), restart=restart)
-        try:
+        with run.held():
             plan = keep_params(run, plan)
             (run.path / "overlaps").mkdir(exist_ok=True)
             todo = [c for c in chunks if not _chunk_done(run, c)]
@@ -187,12 +187,6 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
             t0 = time.perf_counter()
             finalize(src, dst, cfg, plan, run)
             stats.finalize_s = time.perf_counter() - t0
-        except BaseException:
-            if not any(run.records):
-                run.remove()
-            raise
-        finally:
-            run.close()
     stats.wall_s = time.perf_counter() - t_start
     log.info("wrote %s: %d frames dreamed on Ray in %.1f s (%.2f fps; the frame step %.3f s per frame in the workers)",
              dst, stats.frames, stats.wall_s, len(sv.times) / max(stats.wall_s, 1e-9),
