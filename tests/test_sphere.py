@@ -18,6 +18,7 @@ from py360convert import utils as p3u
 
 from stages.dream import ascent as D
 from stages.measure.vr_metrics import pole_report
+from stages.vr import latitude as L
 from stages.vr import sphere as S
 from stages.vr.spherical import latitude_weight
 
@@ -267,12 +268,12 @@ def test_even_detail_flattens_rows_within_its_limit():
     pattern only scaled); even 0 is the identity; no row moves by more than MAX_EVEN."""
     d0 = torch.randn(1, 3, 64, 128, generator=gen(0))
     d = d0 * torch.linspace(0.5, 1.5, 64).view(1, 1, 64, 1)
-    assert torch.equal(S.even_detail(d, S.SphereSpec(even=0.0)), d)
-    out = S.even_detail(d, S.SphereSpec(even=1.0))
+    assert torch.equal(L.even_detail(d, 0.0), d)
+    out = L.even_detail(d, 1.0)
     rows, rows_in = out.abs().mean(dim=(0, 1, 3)), d.abs().mean(dim=(0, 1, 3))
     assert float(rows[8:-8].std() / rows[8:-8].mean()) < 0.3 * float(rows_in[8:-8].std() / rows_in[8:-8].mean())
     factor = (out / d).mean(dim=(0, 1, 3))
-    assert float(factor.max()) <= S.MAX_EVEN + 1e-5 and float(factor.min()) >= 1 / S.MAX_EVEN - 1e-5
+    assert float(factor.max()) <= L.MAX_EVEN + 1e-5 and float(factor.min()) >= 1 / L.MAX_EVEN - 1e-5
     assert torch.allclose(out / factor.view(1, 1, 64, 1), d, atol=1e-5)
 
 
@@ -282,8 +283,8 @@ def test_balance_latitudes_flattens_rows_and_keeps_the_pattern():
     g0 = torch.randn(1, 3, 64, 128, generator=gen(0))
     ramp = torch.linspace(0.25, 2.0, 64).view(1, 1, 64, 1)
     g = g0 * ramp
-    assert torch.equal(S.balance_latitudes(g, S.SphereSpec(balance=0.0)), g)
-    out = S.balance_latitudes(g, S.SphereSpec(balance=1.0))
+    assert torch.equal(L.balance_latitudes(g, 0.0), g)
+    out = L.balance_latitudes(g, 1.0)
     rows, rows_in = out.abs().mean(dim=(0, 1, 3)), g.abs().mean(dim=(0, 1, 3))
     inner = slice(8, 56)  # the smoothing over 10° of latitude bends the ramp's ends
     assert (rows[inner].max() / rows[inner].min()).item() < 1.25 < (rows_in[inner].max() / rows_in[inner].min())

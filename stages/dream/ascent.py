@@ -246,9 +246,9 @@ def dream_octaves(img: torch.Tensor, net, obj: Objective, sch: Schedule, gen: to
                 on_step(done, total)
         detail = x - base
         if sch.sphere is not None and sch.sphere.even > 0:
-            from stages.vr.sphere import even_detail  # lazy: only sphere-true 360° renders need it
+            from stages.vr.latitude import even_detail  # lazy: only sphere-true 360° renders need it
 
-            detail = even_detail(detail, sch.sphere)
+            detail = even_detail(detail, sch.sphere.even)
     return (img + resize(detail, (h, w), wrap_x=sch.wrap_x)).clamp(0.0, 1.0)
 
 

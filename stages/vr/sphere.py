@@ -78,12 +78,10 @@ import torch
 import torch.nn.functional as F
 
 from stages.dream.objective import objective_loss
+from stages.vr.latitude import balance_latitudes
 from stages.vr.spherical import crop_x, latitude_weight, wrap_pad_x
 
 EPS = 1e-8
-MAX_BALANCE = 4.0  # the most balance_latitudes lifts (or lowers) a row's gradient against the sphere's mean
-MAX_EVEN = 1.5  # the most even_detail lifts (or lowers) a row's detail against the sphere's mean
-BALANCE_SIGMA_DEG = 10.0  # the latitude reach over which balance_latitudes smooths its row means
 
 # View directions (yaw, pitch) in degrees. "cube": the six faces F R B L U D of py360convert's e2c.
 # "cube14": the faces plus the eight corner directions, for narrower views with the same coverage.
@@ -359,58 +357,6 @@ def view_gradients(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tenso
     return torch.cat(out, dim=1)
 
 
-def row_scale(a: torch.Tensor, power: float, limit: float) -> torch.Tensor:
-    """N×1×H×1 factors that bring each row's mean |a| (N×C×H×W) to the sphere's: (sphere ÷ row)^power.
-
-    The mean |a| per row (a ring of the sphere; near a pole a small cap) is smoothed over BALANCE_SIGMA_DEG
-    of latitude, reflected at the poles as the sphere continues there, so the scale varies smoothly and no
-    band shows; the sphere's mean weighs rows by solid angle; factors stay within ×/÷ `limit`. A per-row
-    scale commutes with any yaw, so the seam stays where it was not.
-    """
-    h = a.shape[-2]
-    row = a.abs().mean(dim=(1, 3)).double()  # N×H
-    sigma = BALANCE_SIGMA_DEG / 180 * h
-    r = int(math.ceil(3 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64, device=a.device) / sigma) ** 2)
-    pad = F.pad(row[:, None], (min(r, h - 1),) * 2, mode="reflect")
-    if r > h - 1:  # frames too short for the reach: smooth what there is
-        k = k[r - (h - 1):r + h]
-    smooth = F.conv1d(pad, (k / k.sum())[None, None])[:, 0]
-    area = latitude_weight(h, 1.0, a.device).view(1, h).double()
-    ref = (smooth * area).sum(dim=1, keepdim=True) / area.sum()
-    scale = (ref / smooth.clamp_min(EPS)).clamp(1 / limit, limit) ** power
-    return scale.to(a.dtype)[:, None, :, None]
-
-
-def balance_latitudes(g: torch.Tensor, spec: SphereSpec) -> torch.Tensor:
-    """N×C×H×W equirect gradient, each row divided by (its smoothed mean |g| ÷ the sphere's)^balance.
-
-    One scale for the whole sphere lets the content decide how hard each latitude is pushed: a busy
-    floor has a larger gradient than the walls, and the pole it holds is dreamed harder than the
-    horizon (testRoom1 at 1024×512: up 1.18, down 0.86 of the horizon). Rows are lifted (or lowered) at
-    most ×MAX_BALANCE, so an empty sky is not dreamed from noise (`row_scale`).
-    """
-    if spec.balance <= 0:
-        return g
-    return g * row_scale(g, spec.balance, MAX_BALANCE)
-
-
-def even_detail(detail: torch.Tensor, spec: SphereSpec) -> torch.Tensor:
-    """An octave's new detail (N×C×H×W, dreamed − its start) with each row scaled towards the sphere's mean
-    |detail| (`row_scale` at power `spec.even`, within ×/÷ MAX_EVEN).
-
-    The same push does not make the same dream everywhere: texture the network reads readily (a ceiling's
-    lines, gravel) follows each step, calm content (a starry sky, plain walls) takes part of it back the
-    next step, so even with `balance_latitudes` the pole holding the busier content came out 15–20 %
-    stronger than the horizon, and which pole depended on the photo (bench/sphere_bench.py). Evening out
-    the result per latitude, octave by octave, fixes that whatever the content; the octave's texture,
-    and so the radial anisotropy, is only scaled.
-    """
-    if spec.even <= 0:
-        return detail
-    return detail * row_scale(detail, spec.even, MAX_EVEN)
-
-
 def sphere_gradient(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tensor, *,
                     amp_dtype: torch.dtype | None = None, batch_px: int = 0) -> torch.Tensor:
     """The ascent direction for N×3×H×W equirect frames under sphere rotation `rot` (3×3, p·rot).
@@ -423,7 +369,7 @@ def sphere_gradient(x: torch.Tensor, net, obj, spec: SphereSpec, rot: torch.Tens
     g = pull_to_equirect(gv, rot, spec, h, w) if spec.gather == "pull" else push_to_equirect(x, gv, rot, spec)
     if spec.grad_spread > 0:
         g = spread_rows(g, row_widths(h, w, spec.grad_spread, x.device))
-    g = balance_latitudes(g, spec)
+    g = balance_latitudes(g, spec.balance)
     area = latitude_weight(h, 1.0, x.device)
     mean = (g.abs() * area).sum(dim=(1, 2, 3), keepdim=True) / (area.sum() * w * g.shape[1])
     return (g / (mean + EPS)).to(x.dtype)
@@ -437,6 +383,6 @@ def sphere_direction(x: torch.Tensor, net, obj, spec: SphereSpec, gen: torch.Gen
 
 
 __all__ = ["SphereSpec", "LAYOUTS", "face_size", "random_rotation", "yaw_rotation", "view_rays", "sample_views",
-           "pull_to_equirect", "push_to_equirect", "balance_latitudes", "even_detail", "row_scale", "spread_rows",
+           "pull_to_equirect", "push_to_equirect", "spread_rows",
            "view_gradients", "sphere_gradient", "sphere_direction", "pad_sphere", "directions_to_pixels",
            "equirect_directions"]
