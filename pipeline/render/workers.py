@@ -135,7 +135,7 @@ def look(est: FlowEstimator, rgb: np.ndarray, dp) -> Seen:
 
 def pair_motion(est: FlowEstimator, prev: Seen, cur: Seen, dp) -> tuple[list, PairStats]:
     """Per eye: backward flow and reliability mask at the flow's working size; the cut test's numbers from the
-    first eye. The render and the scale-out survey both decide cuts from this."""
+    first eye (decided by `stages.temporal.cuts.is_scene_cut`, as the survey and the metrics decide theirs)."""
     motion = []
     for pe, ce in zip(prev.prepared, cur.prepared):
         b, f = est.flow(pe, ce)
