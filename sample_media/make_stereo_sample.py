@@ -36,9 +36,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from stages.temporal.warp import warp  # noqa: E402
 from stages.vr.spherical import wrap_pad_x  # noqa: E402
 from stages.vr.spherical_meta import inject_spherical  # noqa: E402
-from stages.temporal.warp import warp  # noqa: E402
 
 SRC = HERE / "testRoom1_1920Mono.mp4"
 OUT = HERE / "stereo_room_tb.mp4"

@@ -256,7 +256,7 @@ def test_key_frame_rate_control_calms_the_pulse(tmp_path):
     sources, dreams = _dream_like()
     rc = replace(encode_plan(load_config("default", ["encode.gop=0.8"]), Fraction(30), "mono").encoding,
                  speed="medium")
-    assert rc.gop == gop and rc.keyframe_ramp and rc.keyframe_boost > 1 and rc.crf == 22
+    assert rc.gop == gop and rc.keyframe_ramp and rc.keyframe_boost > 1 and rc.crf == 24
     results = {}
     for name, enc in (("flat", Encoding(crf=18, gop=gop, profile="high")), ("rate control", rc)):
         out = tmp_path / f"{name.replace(' ', '_')}.mp4"
