@@ -201,3 +201,39 @@ def test_prepared_frames_give_the_pair_flows() -> None:
 def test_unknown_preset_is_input_error() -> None:
     with pytest.raises(InputError, match="flow_preset"):
         FlowEstimator("dis", preset="slowest")
+
+
+def _occluding_pair(wrap_x: bool) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """960×480: a background panning 4 px right and a square moving 24 px right over it; returns the pair and
+    the band of the current frame that the square uncovered (nothing in the previous frame shows it)."""
+    from tests.synth import scene_texture
+    bg = texture(480, 960, seed=3, periodic=True) if wrap_x else scene_texture(480, 1100, seed=3)
+    square = scene_texture(160, 160, seed=9)
+    frames = []
+    for i, sx in enumerate((400, 424)):
+        f = np.ascontiguousarray(np.roll(bg, 4 * i, axis=1)[:, :960] if wrap_x else bg[:, 70 - 4 * i:1030 - 4 * i])
+        f[160:320, sx:sx + 160] = square
+        frames.append(f)
+    return frames[0], frames[1], (slice(175, 305), slice(410, 420))
+
+
+@pytest.mark.parametrize("wrap_x", [False, True])
+def test_half_size_check_flow_keeps_the_mask(wrap_x: bool, monkeypatch) -> None:
+    """Paired: on a working copy of 960 px the forward flow (the consistency check's only use) runs at half the
+    size. Its mask matches the one from a full-size forward flow, and both flag the band the square uncovered."""
+    import stages.temporal.flow as flow_module
+    from stages.temporal.warp import consistency_mask
+
+    prev, cur, uncovered = _occluding_pair(wrap_x)
+    est = FlowEstimator("dis")
+    p, c = est.prepare(prev, wrap_x=wrap_x), est.prepare(cur, wrap_x=wrap_x)
+    half_b, half_f = est.flow(p, c)
+    monkeypatch.setattr(flow_module, "CHECK_HALF_FROM", 10**9)
+    full_b, full_f = est.flow(p, c)
+    np.testing.assert_array_equal(half_b, full_b)  # the backward flow, the one that warps, is untouched
+    assert half_f.shape == full_f.shape == (480, 960, 2)
+    half_m, full_m = (consistency_mask(half_b, f, wrap_x=wrap_x) for f in (half_f, full_f))
+    assert np.abs(half_m - full_m).mean() < 0.08, np.abs(half_m - full_m).mean()
+    assert abs(half_m.mean() - full_m.mean()) < 0.05, (half_m.mean(), full_m.mean())
+    assert half_m[uncovered].mean() < 0.5 and full_m[uncovered].mean() < 0.5, \
+        (half_m[uncovered].mean(), full_m[uncovered].mean())
