@@ -218,18 +218,15 @@ def _occluding_pair(wrap_x: bool) -> tuple[np.ndarray, np.ndarray, tuple[slice, 
 
 
 @pytest.mark.parametrize("wrap_x", [False, True])
-def test_half_size_check_flow_keeps_the_mask(wrap_x: bool, monkeypatch) -> None:
-    """Paired: on a working copy of 960 px the forward flow (the consistency check's only use) runs at half the
-    size. Its mask matches the one from a full-size forward flow, and both flag the band the square uncovered."""
-    import stages.temporal.flow as flow_module
+def test_half_size_check_flow_keeps_the_mask(wrap_x: bool) -> None:
+    """Paired: on a working copy of 960 px a render's forward flow (the consistency check's only use) runs at half
+    the size. Its mask matches the one from a full-size forward flow, and both flag the band the square uncovered."""
     from stages.temporal.warp import consistency_mask
 
     prev, cur, uncovered = _occluding_pair(wrap_x)
-    est = FlowEstimator("dis")
-    p, c = est.prepare(prev, wrap_x=wrap_x), est.prepare(cur, wrap_x=wrap_x)
-    half_b, half_f = est.flow(p, c)
-    monkeypatch.setattr(flow_module, "CHECK_HALF_FROM", 10**9)
-    full_b, full_f = est.flow(p, c)
+    half, full = FlowEstimator("dis", half_check=True), FlowEstimator("dis")
+    half_b, half_f = half.flow(half.prepare(prev, wrap_x=wrap_x), half.prepare(cur, wrap_x=wrap_x))
+    full_b, full_f = full.flow(full.prepare(prev, wrap_x=wrap_x), full.prepare(cur, wrap_x=wrap_x))
     np.testing.assert_array_equal(half_b, full_b)  # the backward flow, the one that warps, is untouched
     assert half_f.shape == full_f.shape == (480, 960, 2)
     half_m, full_m = (consistency_mask(half_b, f, wrap_x=wrap_x) for f in (half_f, full_f))

@@ -80,7 +80,7 @@ class DreamPlan:
 
     def flow_estimator(self) -> FlowEstimator:
         """A flow solver with this render's settings (one per thread: it keeps buffers between calls)."""
-        return FlowEstimator(self.flow, preset=self.flow_preset, max_side=self.flow_max_side)
+        return FlowEstimator(self.flow, preset=self.flow_preset, max_side=self.flow_max_side, half_check=True)
 
     def disparity_estimator(self) -> FlowEstimator:
         """The stereo carry's solver: MEDIUM's fine search whatever `flow_preset` says, since the right eye takes

@@ -46,7 +46,7 @@ FLOW_METHODS = ("dis", "farneback", "raft")
 DIS_PRESETS = {"medium": (8, 3, 25, 5), "fast": (32, 20, 6, 1), "ultrafast": (16, 10, 6, 0)}
 DEFAULT_MAX_SIDE = 960  # OpenCV MEDIUM's own flow resolution on a 1080p frame
 # The forward flow only checks the backward one (the Ruder mask), and the check tolerates a coarser flow: on a
-# working copy this long or longer it is computed at half the size, a quarter of its cost (flow CPU per pair
+# working copy this long or longer a render computes it at half the size, a quarter of its cost (flow CPU per pair
 # 0.53 -> 0.33 s at 1080p). Measured against the mask of full-size flows (1920×960 room turning, a 1080p pan):
 # the source warp error on the pixels it trusts -0.2 % / +4.9 %, trusted share 0.918 / 0.563 against 0.938 /
 # 0.564 (README, Flow at a working resolution, has the renders). DIS's fast search for it did far worse in
@@ -165,13 +165,13 @@ class FlowEstimator:
     """Reusable flow solver for one method. Not shared between threads (see module docstring).
 
     `preset`: the DIS search (DIS_PRESETS); `max_side`: the working resolution, the longer side of the copy the
-    solver sees (None = the frame's).
+    solver sees (None = the frame's); `half_check`: the forward flow at half that size (CHECK_HALF_FROM).
     Flows come back at the working size, in its pixels (`flow`), or scaled up to the frame (`pair`).
     """
 
     def __init__(self, method: str = "dis", device: str = "cpu", *,
                  weights: str | os.PathLike | None = None, preset: str = "medium",
-                 max_side: int | None = DEFAULT_MAX_SIDE) -> None:
+                 max_side: int | None = DEFAULT_MAX_SIDE, half_check: bool = False) -> None:
         if method not in FLOW_METHODS:
             raise InputError(f"temporal.flow must be one of {', '.join(FLOW_METHODS)}, got {method!r}")
         if preset not in DIS_PRESETS:
@@ -179,6 +179,7 @@ class FlowEstimator:
         self.method = method
         self.device = device
         self.max_side = max_side
+        self.half_check = half_check  # the render's: see CHECK_HALF_FROM; measurements keep full-size checks
         self._dis = None
         self._raft = None
         self.preset = preset
@@ -214,7 +215,7 @@ class FlowEstimator:
             side = max(h, w - 2 * prev.pad)  # the copy's own size, without the wrap's borrowed columns
             self._search(side)
             backward = crop_x(self._gray_flow(cur.image, prev.image), prev.pad)
-            if side >= CHECK_HALF_FROM:
+            if self.half_check and side >= CHECK_HALF_FROM:
                 forward = self._half_forward(prev, cur, backward.shape[:2])
             else:
                 forward = crop_x(self._gray_flow(prev.image, cur.image), prev.pad)
