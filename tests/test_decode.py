@@ -235,3 +235,34 @@ def test_bad_input_raises_one_line_input_error(tmp_path, kind):
     if kind not in ("start-past-end", "start-after-last-frame"):
         with pytest.raises(InputError):
             probe(path)
+
+
+def _mkv(path, pts_ms: list[int]):
+    """A Matroska file (no frame count in its header) with frames at these milliseconds."""
+    tex = scene_texture(64, 96)
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("ffv1", rate=30)
+        s.width, s.height, s.pix_fmt, s.time_base = 96, 64, "yuv420p", Fraction(1, 1000)
+        for i, t in enumerate(pts_ms):
+            f = av.VideoFrame.from_ndarray(scene_frame(tex, i, (2.0, 0.0)), format="rgb24")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_a_gap_in_a_variable_rate_file_is_not_called_missing_frames(tmp_path, caplog):
+    """Without a frame count in the container the frames expected come from time: a half-second gap between
+    frames is the file's timing, not lost frames; cutting the same kind of file short is still reported."""
+    gap = _mkv(tmp_path / "gap.mkv", [0, 33, 67, 100, 600, 633])
+    with VideoReader(gap) as r:
+        assert sum(1 for _ in r) == 6
+    assert "missing" not in caplog.text
+    whole = _mkv(tmp_path / "whole.mkv", [round(i * 1000 / 30) for i in range(60)])
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    with VideoReader(cut) as r:
+        n = sum(1 for _ in r)
+    assert n < 50 and "missing): the file looks truncated" in caplog.text

@@ -220,6 +220,7 @@ class VideoReader:
         self._first = None
         frames = self._frames
         exhausted = False
+        last_pts = None
         while self._max_frames is None or index < self._max_frames:
             frame = pending.pop() if pending else next(frames, None)
             if frame is None:
@@ -231,17 +232,31 @@ class VideoReader:
                     continue
             yield DecodedFrame(index, frame.pts, self.time_base, self._convert(frame))
             index += 1
+            if frame.pts is not None:
+                last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
         if exhausted:
             # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
-            expected = self.frames_estimate
-            if expected and index < expected - (0 if self._stream.frames and start_t == 0 else 1):
+            missing = self._missing(index, last_pts, start_t)
+            if missing:
                 why = "; ".join(w for w in (
                     f"{self.skipped_packets} damaged packets skipped" if self.skipped_packets else "",
                     "the file looks truncated" if self._log.truncated or not self.skipped_packets else "") if w)
-                log.warning("%s: decoded %d of %d frames (%d missing): %s", self.path.name, index, expected,
-                            expected - index, why)
+                log.warning("%s: decoded %d of %d frames (%d missing): %s", self.path.name, index, index + missing,
+                            missing, why)
         if index == 0 and start_t > 0:
             raise InputError(f"start {self._start:g} s is past the last frame of {self.path.name}")
+
+    def _missing(self, decoded: int, last_pts: int | None, start_t: Fraction) -> int:
+        """Frames the file promised but did not give. With the container's own count (MP4's sample table) that
+        count; without one (Matroska, WebM) the time the last frame leaves uncovered, so the gaps of a
+        variable-rate file are not counted as frames."""
+        expected = self.frames_estimate
+        if self._stream.frames or last_pts is None or not (self.duration and self.rate):
+            slack = 0 if self._stream.frames and start_t == 0 else 1
+            return expected - decoded if expected and decoded < expected - slack else 0
+        frame_s = 1 / float(self.rate)
+        uncovered = self.duration - (float((last_pts - self.origin) * self.time_base) + frame_s)
+        return max(1, round(uncovered / frame_s)) if uncovered > 1.5 * frame_s else 0
 
     def close(self) -> None:
         if self._container is not None:

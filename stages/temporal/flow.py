@@ -223,7 +223,7 @@ class FlowEstimator:
                 np.ascontiguousarray(forward, dtype=np.float32))
 
     def _half_forward(self, prev: Prepared, cur: Prepared, size: tuple[int, int]) -> np.ndarray:
-        """prev -> cur on half-size copies (CHECK_HALF_FROM), at `size` (the working size, unpadded) and in its pixels."""
+        """prev -> cur on half-size copies (CHECK_HALF_FROM), at `size` (the working size, unpadded), in its pixels."""
         h, w = size
         hh, hw = max(1, h // 2), max(1, w // 2)
         a, b = (cv2.resize(crop_x(p.image, p.pad) if p.pad else p.image, (hw, hh), interpolation=cv2.INTER_AREA)
