@@ -37,11 +37,15 @@ from stages.media.encode import Encoding
 # the quantiser: deadzones 6, psy-trellis 0.25, AQ strength 0.5, no DCT decimation), paid by CRF + 6, and the
 # key frame ×6 (2026-12, same lossless dreams): demo 1.68 → 1.49 (268 → 260 KiB), street stand-in 2.45 → 2.28
 # (548 → 544 KiB); each part alone, or qcomp 0.8, or psy-rd 0 (2.15) did worse. x264's CPU per frame the same.
+# B-frames without the pyramid (none is a reference, so none gets a QP between P and B): 1.48 (258 KiB) and 2.18
+# (537 KiB); `deepdream video` renders 1.53 → 1.50 (306 → 304 KiB), 2.26 → 2.22 (564 → 555 KiB). No B-frames,
+# 1 or 2, b-adapt 2, mbtree off, qcomp 0.7/0.8 at CRF + 6/7/8 did not beat it.
 RAMP_SHARE = 0.25  # of the GOP: 15 frames of a 2 s GOP at 30 fps
 RAMP_FIRST, RAMP_LAST = 1.05, 4.8
 # codec: (CRF offset, key frame's bitrate factor, encoder params). x265 keeps the earlier settings (not re-tuned).
 TEXTURE_RATE = {
-    "h264": (6, 6.0, "deadzone-inter=6:deadzone-intra=6:psy-rd=1.0,0.25:aq-strength=0.5:no-dct-decimate=1"),
+    "h264": (6, 6.0, "deadzone-inter=6:deadzone-intra=6:psy-rd=1.0,0.25:aq-strength=0.5:no-dct-decimate=1"
+                   ":b-pyramid=none"),
     "hevc": (4, 4.0, ""),
 }
 DEFAULT_GOP_S = 2.0  # encode.gop null with no platform preset
