@@ -136,3 +136,40 @@ def test_plot_writes_valid_png(tmp_path) -> None:
     assert cv2.imread(str(png)) is not None
     plot_metrics({"warp_error": [], "source_warp_error": [], "dream_strength": []}, png)
     assert cv2.imread(str(png)) is not None
+
+
+def test_metrics_name_the_key_frames_where_the_flicker_peaks(tmp_path) -> None:
+    """`deepdream metrics`' pulse summary, on real MP4s: a dream written with a key frame every 4 frames whose key
+    frames alone carry fresh noise (an encoder's key-frame pulse). The worst pairs touch key frames, the key
+    frames are listed and drawn, and the same dream without the noise reads an even curve."""
+    from fractions import Fraction
+
+    from pipeline.review.measure import pulse, run_metrics
+    from stages.media.encode import Encoding, VideoWriter
+
+    n, rng = N, np.random.default_rng(3)
+
+    def write(path, frames, gop):
+        with VideoWriter(path, width=W, height=H, time_base=Fraction(1, 30), rate=Fraction(30),
+                         encoding=Encoding(crf=0, gop=gop, speed="ultrafast")) as w:
+            for i, f in enumerate(frames):
+                w.write(f, i)
+        return path
+
+    src = write(tmp_path / "src.mp4", list(source(n)), 30)
+    even = list(coherent_dream(n))
+    pulsed = [np.clip(f + (rng.normal(0, 30, f.shape) if i == 4 else 0), 0, 255).astype(np.uint8)
+              for i, f in enumerate(even)]
+    png = tmp_path / "p.png"
+    res = run_metrics(src, write(tmp_path / "pulsed.mp4", pulsed, 4), plot=png, projection="flat")
+    p = res["pulse"]
+    assert p["key_frames"] == [0, 4]
+    assert p["worst_over_median"] > 3, p
+    assert {tuple(w["frames"]) for w in p["worst_pairs"][:2]} == {(3, 4), (4, 5)}
+    assert [w["key_frame"] for w in sorted(p["worst_pairs"][:2], key=lambda w: w["frames"])] == [True, False]
+    assert cv2.imread(str(png)) is not None
+    calm = run_metrics(src, write(tmp_path / "even.mp4", even, 4), plot=None, projection="flat")["pulse"]
+    assert calm["key_frames"] == [0, 4] and calm["worst_over_median"] < 1.5
+
+    assert pulse([None, None], []) == {"worst_over_median": None, "worst_pairs": [], "key_frames": []}
+    assert pulse([2.0, 4.0, 2.0], [2])["worst_pairs"][0] == {"frames": [1, 2], "over_median": 2.0, "key_frame": True}

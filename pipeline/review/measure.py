@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.errors import InputError
 from stages.measure import metrics
-from stages.media.decode import DecodedFrame, VideoReader
+from stages.media.decode import DecodedFrame, VideoReader, key_frame_pts
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def _pairs(source: VideoReader, src_iter: Iterator[DecodedFrame], dreamed: Video
             raise InputError(f"{dreamed.path.name} frame {d.index} at {float(d_time):.3f} s has no source "
                              f"frame at that time in {source.path.name}; metrics need the source's "
                              "timestamps (the file the render wrote, not a re-encode)")
+        stats.setdefault("dream_pts", []).append(d.pts)
         yield s.rgb, d.rgb
 
 
@@ -148,14 +149,32 @@ def _rounded(values: list[float | None]) -> list[float | None]:
     return [None if v is None else round(v, _DECIMALS) for v in values]
 
 
+def pulse(warp_errors: list[float | None], key_frames: list[int], worst: int = 3) -> dict:
+    """Where the flicker peaks: the worst pair's warp error ÷ the median (1 = even), and the worst pairs, each
+    marked when its later frame is a key frame of the dreamed file (an encoder's key-frame pulse) or the first
+    after one. `key_frames`: indices of the compared frames that are key frames."""
+    kept = [v for v in warp_errors if v is not None]
+    median = float(np.median(kept)) if kept else 0.0
+    if not kept or median <= 0:
+        return {"worst_over_median": None, "worst_pairs": [], "key_frames": key_frames}
+    keys = set(key_frames)
+    order = sorted((i for i, v in enumerate(warp_errors) if v is not None), key=lambda i: -warp_errors[i])
+    return {
+        "worst_over_median": round(max(kept) / median, _DECIMALS),
+        "worst_pairs": [{"frames": [i, i + 1], "over_median": round(warp_errors[i] / median, _DECIMALS),
+                         "key_frame": i + 1 in keys} for i in order[:worst]],
+        "key_frames": key_frames,
+    }
+
+
 def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "dis",
                 projection: str = "auto") -> dict:
     """Metrics of `dreamed` against `source` as a JSON-ready dict (see `stages.measure.metrics`).
 
     Keys: warp_error, source_warp_error, dream_strength, frames (compared frames), per_frame (lists,
-    rounded to 4 decimals), skipped_source_frames (source frames with no dreamed frame at their time,
-    normally those before a render's ``video.start``),
-    source, dreamed and, with `plot`, the PNG path.
+    rounded to 4 decimals), pulse (`pulse`: the worst pairs against the median, the key frames),
+    skipped_source_frames (source frames with no dreamed frame at their time, normally those before a
+    render's ``video.start``), source, dreamed and, with `plot`, the PNG path.
     """
     source, dreamed = Path(source), Path(dreamed)
     if plot is not None:
@@ -182,6 +201,8 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
         log.info("metrics: %d source frames have no frame in %s (a later start), skipped",
                  stats["skipped_source"], dreamed.name)
     per_frame = {key: _rounded(values) for key, values in result["per_frame"].items()}
+    keys = key_frame_pts(dreamed)
+    key_frames = [i for i, pts in enumerate(stats.get("dream_pts", [])) if pts in keys]
     out = {
         "source": str(source),
         "dreamed": str(dreamed),
@@ -192,12 +213,13 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
         "skipped_source_frames": stats["skipped_source"],
         "wrap_x": wrap_x,
         "flow": flow,
+        "pulse": pulse(result["per_frame"]["warp_error"], key_frames),
     }
     envelope = react_envelope(source, dreamed)
     if envelope is not None:
         out["react_envelope"] = envelope
     if plot is not None:
-        metrics.plot_metrics(result["per_frame"], plot, envelope)
+        metrics.plot_metrics(result["per_frame"], plot, envelope, key_frames=key_frames)
         out["plot"] = str(plot)
     out["per_frame"] = per_frame
     return out

@@ -138,7 +138,7 @@ def _nice_max(value: float) -> float:
     return float(10 * magnitude)
 
 
-def _render(per_frame: dict, envelope=None) -> np.ndarray:
+def _render(per_frame: dict, envelope=None, key_frames=()) -> np.ndarray:
     img = np.full((_H, _W, 3), 255, np.uint8)
     x0, x1, y0, y1 = _LEFT, _W - _RIGHT, _TOP, _H - _BOTTOM
     series = [(label, colour, offset, list(per_frame.get(key) or []))
@@ -166,6 +166,15 @@ def _render(per_frame: dict, envelope=None) -> np.ndarray:
         cv2.putText(img, "no data", ((x0 + x1) // 2 - 30, (y0 + y1) // 2), _FONT, 0.7, (0, 0, 0), 1,
                     cv2.LINE_AA)
 
+    if key_frames:
+        # Key frames of the dreamed file under the curves: an encoder's pulse lines up with them.
+        for k in key_frames:
+            x = int(round(x0 + (x1 - x0) * k / last))
+            for y in range(y0, y1, 8):
+                cv2.line(img, (x, y), (x, min(y + 4, y1)), (120, 190, 120), 1)
+        ly = y0 + 14 + 20 * (len(series) + (envelope is not None and len(envelope) > 0))
+        cv2.line(img, (x1 - 175, ly - 10), (x1 - 175, ly + 2), (120, 190, 120), 1)
+        cv2.putText(img, "key frame", (x1 - 150, ly), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     for label_i, (label, colour, offset, vals) in enumerate(series):
         # None (skipped pair) breaks the line instead of drawing through it.
         run: list[tuple[int, int]] = []
@@ -195,12 +204,13 @@ def _render(per_frame: dict, envelope=None) -> np.ndarray:
     return img
 
 
-def plot_metrics(per_frame: dict, png_path: str | os.PathLike, envelope=None) -> None:
+def plot_metrics(per_frame: dict, png_path: str | os.PathLike, envelope=None, *, key_frames=()) -> None:
     """Draw the per-frame series of `warp_error_series` as a PNG (OpenCV only), written atomically.
 
-    Pair series are drawn at the later frame of each pair; ``None`` entries leave a gap.
+    Pair series are drawn at the later frame of each pair; ``None`` entries leave a gap; `key_frames` (frame
+    indices) are dashed verticals.
     """
-    ok, data = cv2.imencode(".png", _render(per_frame, envelope))
+    ok, data = cv2.imencode(".png", _render(per_frame, envelope, key_frames))
     if not ok:
         raise RuntimeError("PNG encoding failed")
     write_atomic(Path(png_path), lambda f: f.write(data.tobytes()))

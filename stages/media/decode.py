@@ -306,6 +306,17 @@ def _duration(container, stream) -> float | None:
     return None
 
 
+def key_frame_pts(path) -> set[int]:
+    """The pts of the video stream's key frames (from the packets' flags, nothing decoded)."""
+    keys: set[int] = set()
+    with open_media(_check_path(path)) as c:
+        try:
+            keys.update(p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None and p.is_keyframe)
+        except av.FFmpegError:
+            pass  # a damaged file: the key frames before the damage
+    return keys
+
+
 def probe(path) -> dict:
     """Describe a video file; decodes one frame, since rotation and 360° metadata live in side data."""
     with VideoReader(path) as reader:
