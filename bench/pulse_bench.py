@@ -1,7 +1,8 @@
 """Key-frame pulse: the worst frame pair's warp error ÷ the median, the dream's part and the encoder's.
 
 Each clip is dreamed once, losslessly (`deepdream video`, default preset, `encode.crf=0`): that is the
-dream's own curve. The same dreamed frames are then encoded as a render encodes them (one file per
+dream's own curve. The same dreamed frames, as the render handed them to its encoder, are then encoded as a
+render encodes them (one file per
 segment of whole GOPs, joined by stream copy) with
 * `flat`: CRF 18, 1 s GOPs, no rate control (the 0.1 encoder);
 * `ramp10`: the previous rate control: CRF 18 + 4 and a 10-frame bitrate ramp (×1.1 … ×4.8) before each key
@@ -15,6 +16,7 @@ photographs with a whip over frames 84–104, a hard cut at 140, 250 frames at 2
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import replace
@@ -56,6 +58,27 @@ def encode_as_render(frames, time_base: Fraction, rate: Fraction, enc, out: Path
     return out
 
 
+@contextlib.contextmanager
+def _captured():
+    """The RGB frames a render hands its encoder, as (pts, rgb): the encodings below start from exactly those, as
+    a render's does (decoding the lossless yuv420p file instead is one RGB/YUV round trip away, which moves the
+    ratios by about ±0.05)."""
+    from stages.media.encode import VideoWriter
+
+    frames: list[tuple[int, np.ndarray]] = []
+    write = VideoWriter.write
+
+    def capture(self, rgb, pts):
+        frames.append((pts, rgb.copy()))
+        return write(self, rgb, pts)
+
+    VideoWriter.write = capture
+    try:
+        yield frames
+    finally:
+        VideoWriter.write = write
+
+
 def pulse(source: list[np.ndarray], path: Path) -> dict:
     from stages.measure.metrics import warp_error_series
 
@@ -76,9 +99,11 @@ def measure_clip(name: str, src: Path, tmp: Path) -> list[dict]:
 
     lossless = tmp / f"{name}_lossless.mp4"
     t = time.perf_counter()
-    run_video(src, lossless, load_config("default", ["encode.crf=0"]))
+    with _captured() as frames:
+        run_video(src, lossless, load_config("default", ["encode.crf=0"]))
     dream_s = time.perf_counter() - t
-    frames, tb, rate = _decode(lossless)
+    frames.sort(key=lambda f: f[0])
+    _, tb, rate = _decode(lossless)
     source = [f for _, f in _decode(src)[0]][:len(frames)]
     second = max(1, round(rate))
     now = encode_plan(load_config("default"), rate, "mono").encoding
