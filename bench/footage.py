@@ -17,6 +17,23 @@ from bench.common import REPO
 ROOM = REPO / "sample_media" / "testRoom1_1920Mono.mp4"
 
 
+def _write(dst: Path, views, *, width: int, height: int, rate) -> Path:
+    """Encode RGB views (H×W×3) as an H.264 MP4 at CRF 16, frame n at pts n: the source clips of the benches."""
+    import av
+    import numpy as np
+
+    with av.open(str(dst), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=rate)
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.options = {"crf": "16", "preset": "veryfast"}
+        for n, view in enumerate(views):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
+            vf.pts = n
+            out.mux(vs.encode(vf))
+        out.mux(vs.encode(None))
+    return dst
+
+
 def camera(i: int, n: int) -> tuple[float, float, float]:
     """(yaw, pitch, fov) in degrees for frame i of n: a slow pan with a tilt and a zoom breathing on top."""
     t = i / max(1, n - 1)
@@ -29,42 +46,30 @@ def make_room_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int
     import numpy as np
     import py360convert
 
-    with av.open(str(ROOM)) as inp, av.open(str(dst), "w", format="mp4") as out:
+    with av.open(str(ROOM)) as inp:
         vin = inp.streams.video[0]
-        rate = Fraction(vin.average_rate or 30)
-        vs = out.add_stream("libx264", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.options = {"crf": "16", "preset": "veryfast"}
-        n = 0
-        for f in inp.decode(vin):
-            if n >= frames:
-                break
-            yaw, pitch, fov = camera(n, frames)
-            view = py360convert.e2p(f.to_ndarray(format="rgb24"), (fov, fov * height / width), yaw, pitch,
-                                    (height, width))
-            vf = av.VideoFrame.from_ndarray(np.clip(view, 0, 255).astype(np.uint8), format="rgb24")
-            vf.pts = n
-            out.mux(vs.encode(vf))
-            n += 1
-        out.mux(vs.encode(None))
-    return dst
+
+        def views():
+            for n, f in zip(range(frames), inp.decode(vin)):
+                yaw, pitch, fov = camera(n, frames)
+                view = py360convert.e2p(f.to_ndarray(format="rgb24"), (fov, fov * height / width), yaw, pitch,
+                                        (height, width))
+                yield np.clip(view, 0, 255).astype(np.uint8)
+
+        return _write(dst, views(), width=width, height=height, rate=Fraction(vin.average_rate or 30))
 
 
 def make_photo_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int = 240,
                    rate: Fraction = Fraction(30)) -> Path:
     """A camera that pans, zooms and rolls over a real photograph (scikit-image's astronaut, public domain,
     a dev dependency): real texture, smooth camera motion, one long shot."""
-    import av
     import cv2
-    import numpy as np
     import skimage.data
 
     photo = skimage.data.astronaut()
     ph, pw = photo.shape[:2]
-    with av.open(str(dst), "w", format="mp4") as out:
-        vs = out.add_stream("libx264", rate=rate)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.options = {"crf": "16", "preset": "veryfast"}
+
+    def views():
         for i in range(frames):
             t = i / max(1, frames - 1)
             zoom = 1.6 + 0.5 * math.sin(2 * math.pi * t)  # photo pixels per output pixel, inverted below
@@ -73,12 +78,9 @@ def make_photo_pan(dst: Path, *, width: int = 256, height: int = 144, frames: in
             angle = 10 * math.sin(2 * math.pi * t)
             m = cv2.getRotationMatrix2D((cx, cy), angle, zoom / 2.2)
             m[:, 2] += (width / 2 - cx, height / 2 - cy)
-            view = cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
-            vf.pts = i
-            out.mux(vs.encode(vf))
-        out.mux(vs.encode(None))
-    return dst
+            yield cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    return _write(dst, views(), width=width, height=height, rate=rate)
 
 
 def photo_strip(height: int = 288):
@@ -109,7 +111,6 @@ def make_cut_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int 
     """A street-clip stand-in: a pan along real photographs (`photo_strip`) with a fast-motion stretch over
     frames `whip`, then a hard cut at `cut_at` to a slow pan, zoom and roll over another real photograph
     (scikit-image's chelsea). Two shots, camera motion throughout, as a phone clip with an edit has."""
-    import av
     import cv2
     import numpy as np
     import skimage.data
@@ -117,22 +118,17 @@ def make_cut_pan(dst: Path, *, width: int = 256, height: int = 144, frames: int 
     strip = photo_strip(height)
     photo = skimage.data.chelsea()
     ph, pw = photo.shape[:2]
-    with av.open(str(dst), "w", format="mp4") as out:
-        vs = out.add_stream("libx264", rate=30)
-        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
-        vs.options = {"crf": "16", "preset": "veryfast"}
+
+    def views():
         for n in range(frames):
             if n < cut_at:
                 m = np.float32([[1, 0, -strip_x(n, whip)], [0, 1, 0]])
-                view = cv2.warpAffine(strip, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-            else:
-                t = (n - cut_at) / max(1, frames - cut_at - 1)
-                cx, cy = pw * (0.35 + 0.3 * t), ph * (0.45 + 0.1 * math.sin(2 * math.pi * t))
-                m = cv2.getRotationMatrix2D((cx, cy), 6 * math.sin(math.pi * t), 0.9 + 0.3 * t)
-                m[:, 2] += (width / 2 - cx, height / 2 - cy)
-                view = cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
-            vf.pts = n
-            out.mux(vs.encode(vf))
-        out.mux(vs.encode(None))
-    return dst
+                yield cv2.warpAffine(strip, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+                continue
+            t = (n - cut_at) / max(1, frames - cut_at - 1)
+            cx, cy = pw * (0.35 + 0.3 * t), ph * (0.45 + 0.1 * math.sin(2 * math.pi * t))
+            m = cv2.getRotationMatrix2D((cx, cy), 6 * math.sin(math.pi * t), 0.9 + 0.3 * t)
+            m[:, 2] += (width / 2 - cx, height / 2 - cy)
+            yield cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+    return _write(dst, views(), width=width, height=height, rate=30)
