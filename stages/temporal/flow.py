@@ -151,6 +151,16 @@ def working_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def _solver_copy(img: np.ndarray, size: tuple[int, int], wrap_x: bool) -> tuple[np.ndarray, int]:
+    """`img` at `size` (h, w) and, for a 360° frame, wrap-padded: the copy a solver sees, and its pad."""
+    h, w = size
+    if img.shape[:2] != (h, w):
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    pad = wrap_pad_width(w) if wrap_x else 0
+    # Solvers see a continuous image across the seam; cropping keeps the frame's own pixels.
+    return np.ascontiguousarray(wrap_pad_x(img, pad) if pad else img), pad
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A frame as the solver sees it (grey, or RGB for RAFT; at the working size; wrap-padded), made once per
@@ -194,15 +204,9 @@ class FlowEstimator:
         """`rgb` (H×W×3 uint8) ready for `flow`: grey (RGB for RAFT), at the working size, wrap-padded."""
         _check_frame("frame", rgb)
         h, w = rgb.shape[:2]
-        wh, ww = working_size(h, w, self.max_side)
         img = rgb if self.method == "raft" else cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if (wh, ww) != (h, w):
-            img = cv2.resize(img, (ww, wh), interpolation=cv2.INTER_AREA)
-        pad = wrap_pad_width(ww) if wrap_x else 0
-        if pad:
-            # Solvers see a continuous image across the seam; cropping keeps the frame's own pixels.
-            img = wrap_pad_x(img, pad)
-        return Prepared(np.ascontiguousarray(img), (h, w), pad)
+        img, pad = _solver_copy(img, working_size(h, w, self.max_side), wrap_x)
+        return Prepared(img, (h, w), pad)
 
     def flow(self, prev: Prepared, cur: Prepared) -> tuple[np.ndarray, np.ndarray]:
         """(backward cur->prev, forward prev->cur), each h×w×2 float32 at the working size, in its pixels."""
@@ -224,16 +228,10 @@ class FlowEstimator:
 
     def _half_forward(self, prev: Prepared, cur: Prepared, size: tuple[int, int]) -> np.ndarray:
         """prev -> cur on half-size copies (CHECK_HALF_FROM), at `size` (the working size, unpadded), in its pixels."""
-        h, w = size
-        hh, hw = max(1, h // 2), max(1, w // 2)
-        a, b = (cv2.resize(crop_x(p.image, p.pad) if p.pad else p.image, (hw, hh), interpolation=cv2.INTER_AREA)
-                for p in (prev, cur))
-        pad = wrap_pad_width(hw) if prev.pad else 0
-        if pad:
-            a, b = wrap_pad_x(a, pad), wrap_pad_x(b, pad)
-        self._search(max(hh, hw))
-        forward = self._gray_flow(a, b)
-        return upscale_flow(crop_x(forward, pad) if pad else forward, size)
+        half = (max(1, size[0] // 2), max(1, size[1] // 2))
+        (a, pad), (b, _) = (_solver_copy(crop_x(p.image, p.pad), half, p.pad > 0) for p in (prev, cur))
+        self._search(max(half))
+        return upscale_flow(crop_x(self._gray_flow(a, b), pad), size)
 
     def pair(self, prev_rgb: np.ndarray, cur_rgb: np.ndarray, *,
              wrap_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
