@@ -80,15 +80,15 @@ def _captured():
 
 
 def pulse(source: list[np.ndarray], path: Path) -> dict:
+    from pipeline.review.measure import pulse as summary
     from stages.measure.metrics import warp_error_series
 
     got, _, _ = _decode(path)
     per = warp_error_series(source, [f for _, f in got])["per_frame"]["warp_error"]
-    kept = np.array([v for v in per if v is not None])
-    med = float(np.median(kept))
-    worst = sorted((i for i, v in enumerate(per) if v is not None), key=lambda i: -per[i])[:3]
-    return {"ratio": float(kept.max() / med), "median": med, "kib": path.stat().st_size / 1024,
-            "worst": [f"{i}-{i + 1} ({per[i] / med:.2f})" for i in worst]}
+    p = summary(per, [])  # `deepdream metrics`' own reading
+    return {"ratio": p["worst_over_median"], "median": float(np.median([v for v in per if v is not None])),
+            "kib": path.stat().st_size / 1024,
+            "worst": [f"{a}-{b} ({w['over_median']:.2f})" for w in p["worst_pairs"] for a, b in [w["frames"]]]}
 
 
 def measure_clip(name: str, src: Path, tmp: Path) -> list[dict]:
