@@ -126,7 +126,7 @@ def runs(media) -> dict[str, Run]:
 def test_probe_synthetic_ntsc_clip(runs) -> None:
     info, _ = runs["probe_clip"].json()
     assert set(info) == {"width", "height", "fps", "frames", "duration", "video_codec", "pix_fmt",
-                         "rotation", "audio", "projection", "stereo", "layout_source"}
+                         "rotation", "sample_aspect_ratio", "audio", "projection", "stereo", "layout_source"}
     assert (info["width"], info["height"], info["fps"], info["frames"]) == (160, 96, "30000/1001", N)
     assert info["duration"] == pytest.approx(N * 1001 / 30000, abs=1e-3)
     assert (info["video_codec"], info["pix_fmt"], info["rotation"]) == ("h264", "yuv420p", 0)

@@ -1,6 +1,7 @@
 """VideoReader and probe on small real MP4s written by PyAV/libx264."""
 
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -266,3 +267,49 @@ def test_a_gap_in_a_variable_rate_file_is_not_called_missing_frames(tmp_path, ca
     with VideoReader(cut) as r:
         n = sum(1 for _ in r)
     assert n < 50 and "missing): the file looks truncated" in caplog.text
+
+
+def _disc_clip(path, sar: Fraction, size: int = 240) -> Path:
+    """Frames of `size`² coded pixels holding a disc drawn squeezed by the pixels' shape, so a player that honours
+    the sample aspect ratio `sar` shows it round (as a DV or anamorphic camera records a ball)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    disc = ((xx - size / 2) * float(sar)) ** 2 + (yy - size / 2) ** 2 < (size / 5) ** 2
+    rgb = np.where(disc[..., None], np.uint8(230), np.uint8(20)).repeat(3, axis=2)
+    with av.open(str(path), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.sample_aspect_ratio = sar
+        for _ in range(3):
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(vs.encode(None))
+    return path
+
+
+def _disc_aspect(rgb: np.ndarray) -> float:
+    ys, xs = np.nonzero(rgb[..., 1] > 128)
+    return (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)
+
+
+@pytest.mark.parametrize("sar,size", [(Fraction(2), (480, 240)), (Fraction(1, 2), (240, 480)),
+                                      (Fraction(32, 27), (284, 240))])
+def test_non_square_pixels_are_read_square(tmp_path, sar, size):
+    clip = _disc_clip(tmp_path / "c.mp4", sar)
+    with av.open(str(clip)) as c:  # what the file holds: the disc squeezed by the pixels' shape
+        coded = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    assert _disc_aspect(coded) == pytest.approx(1 / float(sar), rel=0.06)
+    assert probe(clip)["sample_aspect_ratio"] == str(sar)
+    with VideoReader(clip) as r:
+        assert (r.width, r.height) == size
+        frame = next(iter(r)).rgb
+    assert frame.shape == (size[1], size[0], 3)
+    assert _disc_aspect(frame) == pytest.approx(1.0, rel=0.06)  # round, as a player shows it
+    with VideoReader(clip, max_side=120) as r:  # then scaled like any frame
+        assert max(r.width, r.height) == 120 and _disc_aspect(next(iter(r)).rgb) == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_garbage_sample_aspect_ratio_is_ignored(tmp_path, caplog):
+    clip = _disc_clip(tmp_path / "c.mp4", Fraction(100))
+    with VideoReader(clip) as r:
+        assert (r.width, r.height, r.sample_aspect) == (240, 240, None)
+    assert "ignoring sample aspect ratio 100" in caplog.text

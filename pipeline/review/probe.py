@@ -8,13 +8,16 @@ from pipeline.config import Config
 from stages.media import decode
 
 # The stream facts copied from `stages.media.decode.probe`, in output order.
-_FIELDS = ("width", "height", "fps", "frames", "duration", "video_codec", "pix_fmt", "rotation", "audio")
+_FIELDS = ("width", "height", "fps", "frames", "duration", "video_codec", "pix_fmt", "rotation",
+           "sample_aspect_ratio", "audio")
 
 
 def probe_json(path: Path, cfg: Config) -> dict:
     """JSON-ready description of `path`.
 
-    width/height are display size (after rotation); fps is "num/den"; frames is null when the container
+    width/height are display size (square pixels, after rotation): the size a render's frames have before
+    input.max_side; sample_aspect_ratio is the source pixels' width ÷ height ("num/den") where they are not
+    square, else null; fps is "num/den"; frames is null when the container
     does not say; audio is the first audio stream's codec name or null. projection (flat|equirect) and
     stereo (mono|top-bottom|left-right) are decided exactly as a render decides them, from `cfg`
     (projection/stereo keys), the file's spherical metadata, or the first frame; layout_source says

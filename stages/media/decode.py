@@ -77,7 +77,29 @@ def _rate(stream) -> Fraction | None:
     return Fraction(rate) if rate else None
 
 
-def _display_size(w: int, h: int, rotation: int) -> tuple[int, int]:
+# Sample aspect ratios outside this are header garbage, not a camera's or a broadcast format's (DV 8:9 … 32:27,
+# HDV 4:3, anamorphic 2:1): such files play with square pixels, and so are they read.
+SAR_RANGE = (Fraction(1, 4), Fraction(4))
+
+
+def _sample_aspect(stream) -> Fraction | None:
+    """The pixels' width ÷ height where a file says they are not square (DV, HDV, broadcast, anamorphic)."""
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    if not sar or Fraction(sar) == 1:
+        return None
+    sar = Fraction(sar)
+    if not SAR_RANGE[0] <= sar <= SAR_RANGE[1]:
+        log.warning("ignoring sample aspect ratio %s (outside %s … %s): square pixels assumed", sar, *SAR_RANGE)
+        return None
+    return sar
+
+
+def _display_size(w: int, h: int, rotation: int, sar: Fraction | None = None) -> tuple[int, int]:
+    """The size a player shows: non-square pixels stretched to square ones (the wider side grows, so no source
+    detail is lost and a dream's features come out round on screen), then the display rotation."""
+    if sar is not None:
+        even = lambda n: max(2, 2 * round(n / 2))  # noqa: E731
+        w, h = (even(w * sar), h) if sar > 1 else (w, even(h / sar))
     return (h, w) if rotation % 180 else (w, h)
 
 
@@ -135,7 +157,9 @@ class VideoReader:
         # FFmpeg reports a half turn as -180 or 180 depending on matrix rounding; pick one.
         self.rotation: int = 180 if int(first.rotation) == -180 else int(first.rotation)
         self.side_projection, self.side_stereo = _side_info(first)
-        self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation)
+        self.sample_aspect = _sample_aspect(stream)
+        self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation,
+                                                              self.sample_aspect)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
         self.origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
@@ -209,8 +233,12 @@ class VideoReader:
         if k:
             # frame.rotation is the CCW angle the display applies; np.rot90 also turns CCW.
             rgb = np.rot90(rgb, k)
-        if (rgb.shape[1], rgb.shape[0]) != (self.width, self.height):
-            rgb = cv2.resize(rgb, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
+        if (w, h) != (self.width, self.height):
+            # area averaging to shrink; a side that grows (square pixels from anamorphic ones) is interpolated
+            shrink = self.width <= w and self.height <= h
+            rgb = cv2.resize(rgb, (self.width, self.height),
+                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
         return np.ascontiguousarray(rgb)
 
     def __iter__(self):
@@ -332,6 +360,7 @@ def probe(path) -> dict:
             "video_codec": ctx.name,
             "pix_fmt": reader.pix_fmt,
             "rotation": reader.rotation,
+            "sample_aspect_ratio": str(reader.sample_aspect) if reader.sample_aspect else None,
             "audio": audio[0].codec_context.name if audio else None,
             "side_projection": reader.side_projection,
             "side_stereo": reader.side_stereo,
