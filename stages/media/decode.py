@@ -94,6 +94,18 @@ def _sample_aspect(stream) -> Fraction | None:
     return sar
 
 
+# AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG)
+_UNTAGGED, _HDR_TRC = 2, {16: "PQ", 18: "HLG"}
+
+
+def _untagged_matrix(frame) -> int | None:
+    """The YUV matrix for frames that do not name theirs, as players pick it (mpv, VLC, browsers): BT.709 (1) for
+    HD sizes, BT.601 (5, swscale's ITU601) below. None: the frame's own tag, which PyAV follows."""
+    if frame.colorspace != _UNTAGGED or not frame.format.name.startswith(("yuv", "nv", "p0", "p2")):
+        return None
+    return 1 if frame.width >= 1280 or frame.height > 576 else 5
+
+
 def _display_size(w: int, h: int, rotation: int, sar: Fraction | None = None) -> tuple[int, int]:
     """The size a player shows: non-square pixels stretched to square ones (the wider side grows, so no source
     detail is lost and a dream's features come out round on screen), then the display rotation."""
@@ -158,6 +170,10 @@ class VideoReader:
         self.rotation: int = 180 if int(first.rotation) == -180 else int(first.rotation)
         self.side_projection, self.side_stereo = _side_info(first)
         self.sample_aspect = _sample_aspect(stream)
+        self._matrix = _untagged_matrix(first)
+        if first.color_trc in _HDR_TRC:
+            log.warning("%s is HDR (%s): read without tone mapping, so its colours look flat and the dream is "
+                        "encoded as SDR (BT.709)", self.path.name, _HDR_TRC[first.color_trc])
         self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation,
                                                               self.sample_aspect)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
@@ -228,7 +244,7 @@ class VideoReader:
             yield frame
 
     def _convert(self, frame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = frame.to_ndarray(format="rgb24", src_colorspace=self._matrix)
         k = round(frame.rotation / 90) % 4
         if k:
             # frame.rotation is the CCW angle the display applies; np.rot90 also turns CCW.

@@ -23,6 +23,11 @@ _ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 # either be refused by the muxer or produce a file most players cannot play, so it becomes AAC.
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac"}
 _MAX_REORDER = 16  # frames a B-frame encoder may hold back; a pts − dts beyond this is not a real delay
+# Frames are converted to YUV with the BT.709 matrix, limited range, and tagged so (primaries and transfer
+# too: sRGB's). Untagged, players guess by size (BT.709 from HD up, BT.601 below: mpv, VLC, browsers) while
+# swscale's default is BT.601, so every HD render showed shifted colours (a green 28 levels off).
+# AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic BT709 = 1, AVColorRange MPEG = 1.
+_BT709, _LIMITED = 1, 1
 
 
 def encoder_available(codec: str) -> bool:
@@ -134,6 +139,8 @@ class VideoWriter:
         stream.time_base = self.time_base
         ctx = stream.codec_context
         ctx.time_base = self.time_base
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
+        ctx.color_range = _LIMITED
         if e.codec == "h264":
             # Frame threads, as many as x264 picks for the cores this process may use (PyAV's default would be
             # slices: a frame cut into one slice per thread, worse per bit, and no faster here). x264's output
@@ -183,7 +190,8 @@ class VideoWriter:
             raise ValueError(f"expected {self.height}x{self.width}x3 uint8, got {rgb.shape} {rgb.dtype}")
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=_BT709, dst_color_range=_LIMITED)
         if pts is None:
             pts = self._next_pts
         frame.pts = int(pts)
