@@ -313,3 +313,40 @@ def test_a_garbage_sample_aspect_ratio_is_ignored(tmp_path, caplog):
     with VideoReader(clip) as r:
         assert (r.width, r.height, r.sample_aspect) == (240, 240, None)
     assert "ignoring sample aspect ratio 100" in caplog.text
+
+
+def _with_cover(path, video: bool) -> Path:
+    """An MP4 with cover art (a one-frame MJPEG "video" stream marked attached_pic), with or without a real video."""
+    from tests.synth import _add_tone, _mux_tone
+
+    with av.open(str(path), "w", format="mp4") as c:
+        cover = c.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        v = c.add_stream("libx264", rate=25) if video else None
+        if v is not None:
+            v.width, v.height, v.pix_fmt = 160, 96, "yuv420p"
+        tone, pcm = _add_tone(c, 0.4)
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+        for p in [*cover.encode(picture), *cover.encode(None)]:
+            p.pts = p.dts = 0
+            c.mux(p)
+        for i in range(10 if v is not None else 0):
+            f = av.VideoFrame.from_ndarray(scene_frame(scene_texture(96, 160, 0), i, (2.0, 1.0)), format="rgb24")
+            f.pts = i
+            c.mux(v.encode(f))
+        if v is not None:
+            c.mux(v.encode(None))
+        _mux_tone(c, tone, pcm)
+    return path
+
+
+def test_cover_art_is_not_the_video(tmp_path):
+    clip = _with_cover(tmp_path / "c.mp4", video=True)
+    with VideoReader(clip) as r:
+        assert (r.width, r.height) == (160, 96) and len(list(r)) == 10
+    song = _with_cover(tmp_path / "song.m4a", video=False)
+    with av.open(str(song)) as c:  # PyAV lists the cover as a video stream
+        assert [s.codec_context.name for s in c.streams.video] == ["mjpeg"]
+    with pytest.raises(InputError, match="no video stream, only cover art"):
+        VideoReader(song)

@@ -6,6 +6,7 @@ integers because float seconds drift for 30000/1001 and VFR sources, and the enc
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import struct
@@ -14,11 +15,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from stages.common import InputError
+from stages.media.deinterlace import deinterlaced, is_interlaced
 from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
+from stages.media.pixels import Look, player_rgb
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,17 @@ def open_media(p: Path, kind: str = "video"):
     if not getattr(container.streams, kind):
         container.close()
         raise InputError(f"{p.name} has no {kind} stream")
+    if kind == "video" and picture_stream(container) is None:
+        container.close()
+        raise InputError(f"{p.name} has no video stream, only cover art")
     return container
+
+
+def picture_stream(container):
+    """The video stream to read: the first that is not cover art. An MP3's or M4A's attached picture, or a
+    video file's thumbnail track, is a one-frame "video" stream that may come first. None: only cover art."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic),
+                None)
 
 
 def _side_info(frame) -> tuple[str | None, str | None]:
@@ -75,44 +87,6 @@ def _side_info(frame) -> tuple[str | None, str | None]:
 def _rate(stream) -> Fraction | None:
     rate = stream.average_rate or stream.guessed_rate
     return Fraction(rate) if rate else None
-
-
-# Sample aspect ratios outside this are header garbage, not a camera's or a broadcast format's (DV 8:9 … 32:27,
-# HDV 4:3, anamorphic 2:1): such files play with square pixels, and so are they read.
-SAR_RANGE = (Fraction(1, 4), Fraction(4))
-
-
-def _sample_aspect(stream) -> Fraction | None:
-    """The pixels' width ÷ height where a file says they are not square (DV, HDV, broadcast, anamorphic)."""
-    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-    if not sar or Fraction(sar) == 1:
-        return None
-    sar = Fraction(sar)
-    if not SAR_RANGE[0] <= sar <= SAR_RANGE[1]:
-        log.warning("ignoring sample aspect ratio %s (outside %s … %s): square pixels assumed", sar, *SAR_RANGE)
-        return None
-    return sar
-
-
-# AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG)
-_UNTAGGED, _HDR_TRC = 2, {16: "PQ", 18: "HLG"}
-
-
-def _untagged_matrix(frame) -> int | None:
-    """The YUV matrix for frames that do not name theirs, as players pick it (mpv, VLC, browsers): BT.709 (1) for
-    HD sizes, BT.601 (5, swscale's ITU601) below. None: the frame's own tag, which PyAV follows."""
-    if frame.colorspace != _UNTAGGED or not frame.format.name.startswith(("yuv", "nv", "p0", "p2")):
-        return None
-    return 1 if frame.width >= 1280 or frame.height > 576 else 5
-
-
-def _display_size(w: int, h: int, rotation: int, sar: Fraction | None = None) -> tuple[int, int]:
-    """The size a player shows: non-square pixels stretched to square ones (the wider side grows, so no source
-    detail is lost and a dream's features come out round on screen), then the display rotation."""
-    if sar is not None:
-        even = lambda n: max(2, 2 * round(n / 2))  # noqa: E731
-        w, h = (even(w * sar), h) if sar > 1 else (w, even(h / sar))
-    return (h, w) if rotation % 180 else (w, h)
 
 
 def fit_size(w: int, h: int, max_side: int | None) -> tuple[int, int]:
@@ -144,7 +118,7 @@ class VideoReader:
         self._container = None
         self.path = _check_path(path)
         self._container = open_media(self.path)
-        self._stream = stream = self._container.streams.video[0]
+        self._stream = stream = picture_stream(self._container)
         stream.thread_type = "AUTO"
         if threads:  # decoder threads; None: FFmpeg's choice (one per core)
             stream.codec_context.thread_count = threads
@@ -166,16 +140,16 @@ class VideoReader:
             self.close()
             raise InputError(f"{self.path.name}: no video frame could be decoded")
         self._first = first
-        # FFmpeg reports a half turn as -180 or 180 depending on matrix rounding; pick one.
-        self.rotation: int = 180 if int(first.rotation) == -180 else int(first.rotation)
+        self.look = look = Look.of(stream, first)
+        self.rotation, self.sample_aspect = look.rotation, look.sample_aspect
         self.side_projection, self.side_stereo = _side_info(first)
-        self.sample_aspect = _sample_aspect(stream)
-        self._matrix = _untagged_matrix(first)
-        if first.color_trc in _HDR_TRC:
+        self.interlaced = is_interlaced(first)
+        if self.interlaced:
+            log.info("%s is interlaced: deinterlacing (bwdif, one frame per frame)", self.path.name)
+        if look.hdr:
             log.warning("%s is HDR (%s): read without tone mapping, so its colours look flat and the dream is "
-                        "encoded as SDR (BT.709)", self.path.name, _HDR_TRC[first.color_trc])
-        self.source_width, self.source_height = _display_size(first.width, first.height, self.rotation,
-                                                              self.sample_aspect)
+                        "encoded as SDR (BT.709)", self.path.name, look.hdr)
+        self.source_width, self.source_height = look.size(first)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
         self.origin = stream.start_time if stream.start_time is not None else (first.pts or 0)
@@ -227,7 +201,7 @@ class VideoReader:
                         "threads, so every frame that decodes is kept", name, d.why)
         info.recovered = True
         self._recovery = container = open_media(self.path)
-        stream = container.streams.video[0]
+        stream = container.streams[self._stream.index]
         stream.thread_type = "SLICE"
         recent = [p for p in info.recent if p is not None]
         seen, oldest = set(recent), min(recent, default=None)
@@ -243,30 +217,17 @@ class VideoReader:
                 continue  # handed on before the damage
             yield frame
 
-    def _convert(self, frame) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24", src_colorspace=self._matrix)
-        k = round(frame.rotation / 90) % 4
-        if k:
-            # frame.rotation is the CCW angle the display applies; np.rot90 also turns CCW.
-            rgb = np.rot90(rgb, k)
-        h, w = rgb.shape[:2]
-        if (w, h) != (self.width, self.height):
-            # area averaging to shrink; a side that grows (square pixels from anamorphic ones) is interpolated
-            shrink = self.width <= w and self.height <= h
-            rgb = cv2.resize(rgb, (self.width, self.height),
-                             interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-        return np.ascontiguousarray(rgb)
-
     def __iter__(self):
         start_t = Fraction(self._start)
         index = 0
-        pending = [self._first] if self._first is not None else []
+        frames = itertools.chain([self._first] if self._first is not None else [], self._frames)
         self._first = None
-        frames = self._frames
+        if self.interlaced:
+            frames = deinterlaced(frames, self.time_base)
         exhausted = False
         last_pts = None
         while self._max_frames is None or index < self._max_frames:
-            frame = pending.pop() if pending else next(frames, None)
+            frame = next(frames, None)
             if frame is None:
                 exhausted = True
                 break
@@ -274,7 +235,7 @@ class VideoReader:
                 t = (frame.pts - self.origin) * self.time_base
                 if t < start_t - Fraction(1, 1_000_000):
                     continue
-            yield DecodedFrame(index, frame.pts, self.time_base, self._convert(frame))
+            yield DecodedFrame(index, frame.pts, self.time_base, player_rgb(frame, self.look, self.width, self.height))
             index += 1
             if frame.pts is not None:
                 last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
@@ -329,7 +290,7 @@ def scan_times(path, *, start: float = 0.0, max_frames: int | None = None) -> tu
         origin, tb = r.origin, r.time_base  # as the reader counts them
     container = open_media(_check_path(path))
     try:
-        pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+        pts = [p.pts for p in container.demux(picture_stream(container)) if p.size]
     except av.FFmpegError:
         pts = [None]  # a damaged file: decode it as the render will
     finally:
@@ -355,7 +316,7 @@ def key_frame_pts(path) -> set[int]:
     keys: set[int] = set()
     with open_media(_check_path(path)) as c:
         try:
-            keys.update(p.pts for p in c.demux(c.streams.video[0]) if p.pts is not None and p.is_keyframe)
+            keys.update(p.pts for p in c.demux(picture_stream(c)) if p.pts is not None and p.is_keyframe)
         except av.FFmpegError:
             pass  # a damaged file: the key frames before the damage
     return keys
