@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed by its reader (`deepdream probe x.mp4 | head`): stop quietly, as other tools do; a pipe
+        # closed mid-write would raise again when Python flushes stdout at exit, so point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # an internal failure: say so in one line unless asked for the traceback
         if args.verbose:
             traceback.print_exc()

@@ -205,3 +205,13 @@ def test_metrics_align_a_late_start_by_pts(runs) -> None:
                                          ("metrics_bad_plot", ["does not exist"])])
 def test_metrics_bad_inputs(runs, name: str, words: list[str]) -> None:
     runs[name].user_error(*words)
+
+
+def test_a_closed_stdout_stops_quietly(tmp_path) -> None:
+    """`deepdream probe x.mp4 | head -0`: the reader is gone before the JSON is written."""
+    clip = make_clip(tmp_path / "c.mp4", frames=3, audio=False)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "probe", str(clip)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
