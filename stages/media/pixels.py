@@ -55,8 +55,6 @@ def display_size(w: int, h: int, rotation: int, sar: Fraction | None = None) -> 
     return (h, w) if rotation % 180 else (w, h)
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Look:
     """How the frames of one stream are shown: `rotation` (CCW degrees), `sample_aspect` (None: square pixels),
