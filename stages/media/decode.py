@@ -147,8 +147,8 @@ class VideoReader:
         if self.interlaced:
             log.info("%s is interlaced: deinterlacing (bwdif, one frame per frame)", self.path.name)
         if look.hdr:
-            log.warning("%s is HDR (%s): read without tone mapping, so its colours look flat and the dream is "
-                        "encoded as SDR (BT.709)", self.path.name, look.hdr)
+            log.info("%s is HDR (%s): tone-mapped to SDR BT.709, which the render dreams and encodes",
+                     self.path.name, look.hdr)
         self.source_width, self.source_height = look.size(first)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name

@@ -15,6 +15,8 @@ import av
 import cv2
 import numpy as np
 
+from stages.media import hdr
+
 log = logging.getLogger(__name__)
 
 # Sample aspect ratios outside this are header garbage, not a camera's or a broadcast format's (DV 8:9 … 32:27,
@@ -34,8 +36,8 @@ def sample_aspect(stream) -> Fraction | None:
     return sar
 
 
-# AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG)
-_UNTAGGED, _HDR_TRC = 2, {16: "PQ", 18: "HLG"}
+# AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG); AVColorPrimaries
+_UNTAGGED, _HDR_TRC, _BT2020 = 2, {16: "PQ", 18: "HLG"}, 9
 
 
 def untagged_matrix(frame) -> int | None:
@@ -76,8 +78,8 @@ class Look:
 
 
 def player_rgb(frame: av.VideoFrame, look: Look, width: int, height: int) -> np.ndarray:
-    """`frame` as RGB, shown the way `look` says, at width × height."""
-    rgb = frame.to_ndarray(format="rgb24", src_colorspace=look.matrix)
+    """`frame` as 8-bit RGB, shown the way `look` says, at width × height (HDR tone-mapped to SDR BT.709)."""
+    rgb = frame.to_ndarray(format="rgb48le" if look.hdr else "rgb24", src_colorspace=look.matrix)
     k = round(frame.rotation / 90) % 4
     if k:
         # frame.rotation is the CCW angle the display applies; np.rot90 also turns CCW.
@@ -87,4 +89,6 @@ def player_rgb(frame: av.VideoFrame, look: Look, width: int, height: int) -> np.
         # area averaging to shrink; a side that grows (square pixels from anamorphic ones) is interpolated
         shrink = width <= w and height <= h
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if look.hdr:  # after the resize: tone mapping costs per pixel
+        rgb = hdr.to_sdr(rgb, look.hdr, bt2020=frame.color_primaries == _BT2020)
     return np.ascontiguousarray(rgb)
