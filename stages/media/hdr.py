@@ -33,13 +33,11 @@ def pq_to_nits(e: np.ndarray) -> np.ndarray:
     return 10000 * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
 
 
-def hlg_to_nits(e: np.ndarray) -> np.ndarray:
-    """ARIB STD-B67 inverse OETF and BT.2100's OOTF on a HLG_PEAK display: RGB signal 0…1 (BT.2020) → cd/m²."""
+def hlg_scene(e: np.ndarray) -> np.ndarray:
+    """ARIB STD-B67 inverse OETF: signal 0…1 → scene light 0…1 (BT.2100's OOTF then makes display light of it)."""
     a, b, c = 0.17883277, 0.28466892, 0.55991073
     e = np.clip(e, 0, 1)
-    scene = np.where(e <= 0.5, e * e / 3, (np.exp((e - c) / a) + b) / 12)
-    ys = np.maximum(scene @ _LUMA_2020, 1e-6)[..., None]
-    return HLG_PEAK * np.power(ys, 1.2 - 1) * scene
+    return np.where(e <= 0.5, e * e / 3, (np.exp((e - c) / a) + b) / 12)
 
 
 def roll_off(y: np.ndarray) -> np.ndarray:
@@ -54,10 +52,7 @@ def _signal_lut(transfer: str) -> np.ndarray:
     """Per 16-bit code: PQ → light relative to reference white; HLG → scene light (its OOTF needs the pixel's
     luminance, so it is applied per pixel)."""
     e = np.arange(65536, dtype=np.float64) / 65535
-    if transfer == "PQ":
-        return (pq_to_nits(e) / REFERENCE_WHITE).astype(np.float32)
-    a, b, c = 0.17883277, 0.28466892, 0.55991073
-    return np.where(e <= 0.5, e * e / 3, (np.exp((e - c) / a) + b) / 12).astype(np.float32)
+    return (pq_to_nits(e) / REFERENCE_WHITE if transfer == "PQ" else hlg_scene(e)).astype(np.float32)
 
 
 _GAMMA_STEPS = 4096
