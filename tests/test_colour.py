@@ -1,4 +1,4 @@
-"""Colour: renders are BT.709-tagged, and untagged sources are read with the matrix players use for them.
+"""Colour: renders are tagged with the matrix players assume for their size, and untagged sources are read with it.
 
 Players read an untagged file with BT.709 from HD sizes up and BT.601 below (mpv, VLC, browsers), while
 swscale's default is BT.601 at every size: so untagged HD output showed shifted colours, and untagged HD
@@ -44,19 +44,22 @@ def _first(path, **reformat) -> np.ndarray:
 
 
 @pytest.mark.parametrize("codec", ["h264", "hevc"])
-def test_renders_are_bt709_tagged_and_read_back_right(tmp_path, codec):
+@pytest.mark.parametrize("size,tags,wrong", [(HD, (1, 1, 1), "ITU601"), (SD, (6, 6, 6), "ITU709")])
+def test_renders_are_tagged_with_the_matrix_of_their_size_and_read_back_right(tmp_path, codec, size, tags, wrong):
+    """HD: BT.709; below: BT.601 (SMPTE 170M); both tagged, so players that follow tags and those that guess by
+    size agree."""
     seg = tmp_path / "seg.mp4"
-    with VideoWriter(seg, width=HD[0], height=HD[1], time_base=Fraction(1, 25), rate=Fraction(25),
+    with VideoWriter(seg, width=size[0], height=size[1], time_base=Fraction(1, 25), rate=Fraction(25),
                      encoding=Encoding(codec=codec, crf=8)) as wr:
         for i in range(2):
-            wr.write(_bars(*HD), i)
+            wr.write(_bars(*size), i)
     out = tmp_path / "out.mp4"
     join_segments([seg], out, audio_source=None, start_s=0.0, end_s=1e9)
     with av.open(str(out)) as c:
         f = next(c.decode(video=0))
-        assert (f.colorspace, f.color_primaries, f.color_trc, f.color_range) == (1, 1, 1, 1)
+        assert (f.colorspace, f.color_primaries, f.color_trc, f.color_range) == (*tags, 1)
     assert _error(_first(out)) <= 4  # a player that follows the tag
-    assert _error(_first(out, src_colorspace="ITU601")) > 12  # the matrix matters: the wrong one is far off
+    assert _error(_first(out, src_colorspace=wrong)) > 12  # the matrix matters: the other one is far off
 
 
 def _untagged(path, size, matrix: str) -> None:

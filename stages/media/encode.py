@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stages.media.pixels import conventional_matrix
+
 log = logging.getLogger(__name__)
 
 _ENCODERS = {"h264": "libx264", "hevc": "libx265"}
@@ -23,11 +25,14 @@ _ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 # either be refused by the muxer or produce a file most players cannot play, so it becomes AAC.
 _MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "opus", "alac"}
 _MAX_REORDER = 16  # frames a B-frame encoder may hold back; a pts − dts beyond this is not a real delay
-# Frames are converted to YUV with the BT.709 matrix, limited range, and tagged so (primaries and transfer
-# too: sRGB's). Untagged, players guess by size (BT.709 from HD up, BT.601 below: mpv, VLC, browsers) while
-# swscale's default is BT.601, so every HD render showed shifted colours (a green 28 levels off).
-# AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic BT709 = 1, AVColorRange MPEG = 1.
-_BT709, _LIMITED = 1, 1
+# Frames are converted to YUV with the matrix players assume for their size (BT.709 from HD up, BT.601 below:
+# stages.media.pixels.conventional_matrix), limited range, and tagged so, primaries and transfer too. Untagged
+# BT.601, swscale's default, showed every HD render's colours shifted (a green 28 levels off). BT.601 stays below
+# HD because it is the convention there, and because it codes the dream's colour texture in less (measured on the
+# demo's own frames: BT.709 +10 % file, further from the dream).
+# swscale matrix → (AVColorSpace, AVColorPrimaries, AVColorTransferCharacteristic): BT.709, SMPTE 170M (BT.601)
+_TAGS = {1: (1, 1, 1), 5: (6, 6, 6)}
+_LIMITED = 1  # AVColorRange MPEG
 
 
 def encoder_available(codec: str) -> bool:
@@ -139,7 +144,8 @@ class VideoWriter:
         stream.time_base = self.time_base
         ctx = stream.codec_context
         ctx.time_base = self.time_base
-        ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
+        self._matrix = conventional_matrix(stream.width, stream.height)
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc = _TAGS[self._matrix]
         ctx.color_range = _LIMITED
         if e.codec == "h264":
             # Frame threads, as many as x264 picks for the cores this process may use (PyAV's default would be
@@ -191,7 +197,7 @@ class VideoWriter:
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
-            format="yuv420p", dst_colorspace=_BT709, dst_color_range=_LIMITED)
+            format="yuv420p", dst_colorspace=self._matrix, dst_color_range=_LIMITED)
         if pts is None:
             pts = self._next_pts
         frame.pts = int(pts)

@@ -40,12 +40,18 @@ def sample_aspect(stream) -> Fraction | None:
 _UNTAGGED, _HDR_TRC, _BT2020 = 2, {16: "PQ", 18: "HLG"}, 9
 
 
+def conventional_matrix(width: int, height: int) -> int:
+    """The YUV matrix players assume for a frame of this size when the file names none (mpv, VLC, browsers):
+    swscale's BT.709 (1) from HD sizes up, BT.601 (5) below."""
+    return 1 if width >= 1280 or height > 576 else 5
+
+
 def untagged_matrix(frame) -> int | None:
-    """The YUV matrix for frames that do not name theirs, as players pick it (mpv, VLC, browsers): BT.709 (1) for
-    HD sizes, BT.601 (5, swscale's ITU601) below. None: the frame's own tag, which PyAV follows."""
+    """The matrix for YUV frames that do not name theirs: the conventional one. None: the frame's own tag, which
+    PyAV follows."""
     if frame.colorspace != _UNTAGGED or not frame.format.name.startswith(("yuv", "nv", "p0", "p2")):
         return None
-    return 1 if frame.width >= 1280 or frame.height > 576 else 5
+    return conventional_matrix(frame.width, frame.height)
 
 
 def display_size(w: int, h: int, rotation: int, sar: Fraction | None = None) -> tuple[int, int]:
