@@ -402,3 +402,23 @@ def test_shutil_which_deepdream_entry_point():
     exe = shutil.which("deepdream", path=str(Path(sys.executable).parent))
     assert exe is not None
     assert "pipeline.cli" in Path(exe).read_text()
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp"])
+def test_the_source_colour_profile_goes_into_the_dreamed_still(tmp_path, capfd, ext):
+    """A phone photo's Display P3 (here: any RGB profile) must reach the output, or viewers show its colours as
+    sRGB; a profile that does not describe the RGB values written (a grey image's) must not."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(CHELSEA) as im:
+        rgb = resized(np.asarray(im.convert("RGB")), 48, 32)
+    src, grey = tmp_path / "p3.png", tmp_path / "grey.png"
+    Image.fromarray(rgb).save(src, icc_profile=icc)
+    Image.fromarray(rgb).convert("L").save(grey, icc_profile=icc)
+    for path, want in ((src, icc), (grey, None)):
+        out = tmp_path / f"o_{path.stem}{ext}"
+        rc, _, err = run_inprocess(["image", path, out, *FAST], capfd)
+        assert rc == 0, err
+        with Image.open(out) as im:
+            assert im.info.get("icc_profile") == want

@@ -39,7 +39,7 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
 
     out = dream_frame(engine, plan, rgb, index=0, on_step=on_step).rgb8()
     bar.close()
-    write_still(dst, out, still.alpha)
+    write_still(dst, out, still.alpha, icc=still.icc)
     cfg_path = dst.with_name(dst.name + ".yaml")
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
     write_atomic(cfg_path, lambda f: f.write(text.encode()))

@@ -21,6 +21,10 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 class Still:
     rgb: np.ndarray  # H×W×3 uint8, EXIF orientation applied
     alpha: np.ndarray | None  # H×W uint8 or None
+    # The embedded colour profile when it describes these RGB values (a phone's Display P3, Adobe RGB): written into
+    # the dreamed still, so viewers show its colours as they show the source's. A CMYK or grey profile is dropped
+    # with the conversion to RGB.
+    icc: bytes | None = None
 
 
 def check_input_file(path: Path, what: str = "input") -> None:
@@ -59,6 +63,9 @@ def read_still(path: Path) -> Still:
         with Image.open(path) as im:
             im.load()  # a truncated file fails here, not later in the dream
             im = ImageOps.exif_transpose(im)
+            icc = im.info.get("icc_profile") or None
+            if icc is not None and (im.mode not in ("RGB", "RGBA", "P") or icc[16:20] != b"RGB "):
+                icc = None  # ICC header bytes 16-19: the data colour space
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 im = _to_8bit(im)
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
@@ -72,7 +79,7 @@ def read_still(path: Path) -> Still:
         raise InputError(f"cannot decode image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
             from e
     alpha = np.asarray(rgba)[..., 3].copy() if rgba is not None else None
-    return Still(rgb, alpha)
+    return Still(rgb, alpha, icc)
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -94,8 +101,10 @@ def resize_max_side(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
 
 
-def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, quality: int = 95) -> None:
-    """Writes via a temp file in the same directory and an atomic rename: never a half-written output."""
+def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, quality: int = 95,
+                icc: bytes | None = None) -> None:
+    """Writes via a temp file in the same directory and an atomic rename: never a half-written output. `icc`: the
+    colour profile to embed (the source's)."""
     fmt = output_format(path)
     im = Image.fromarray(rgb, "RGB")
     if alpha is not None:
@@ -106,4 +115,7 @@ def write_still(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
             if a.size != im.size:
                 a = a.resize(im.size, Image.Resampling.BILINEAR)
             im.putalpha(a)
-    write_atomic(path, lambda f: im.save(f, format=fmt, **({"quality": quality} if fmt != "PNG" else {})))
+    opts = {"quality": quality} if fmt != "PNG" else {}
+    if icc:
+        opts["icc_profile"] = icc
+    write_atomic(path, lambda f: im.save(f, format=fmt, **opts))
