@@ -23,6 +23,7 @@ from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
 from stages.media.pixels import Look, player_rgb
 
 log = logging.getLogger(__name__)
+_TOLD: dict[str, set[str]] = {}  # per input file, what VideoReader._tell_once has logged in this process
 
 # Values of FFmpeg's AVSphericalProjection / AVStereo3DType enums (libavutil/spherical.h, stereo3d.h);
 # the side data payload starts with that enum as a native int, which is all we need from it.
@@ -144,11 +145,7 @@ class VideoReader:
         self.rotation, self.sample_aspect = look.rotation, look.sample_aspect
         self.side_projection, self.side_stereo = _side_info(first)
         self.interlaced = is_interlaced(first)
-        if self.interlaced:
-            log.info("%s is interlaced: deinterlacing (bwdif, one frame per frame)", self.path.name)
-        if look.hdr:
-            log.info("%s is HDR (%s): tone-mapped to SDR BT.709, which the render dreams and encodes",
-                     self.path.name, look.hdr)
+        self._tell_once(first)
         self.source_width, self.source_height = look.size(first)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
@@ -216,6 +213,22 @@ class VideoReader:
             if frame.pts is not None and (frame.pts in seen or (oldest is not None and frame.pts < oldest)):
                 continue  # handed on before the damage
             yield frame
+
+    def _tell_once(self, first) -> None:
+        """What the reader does to this file's frames, logged the first time a process opens it (a render opens
+        its input several times: layout, timestamps, frames)."""
+        said = _TOLD.setdefault(str(self.path.resolve()), set())
+        raw = Fraction(self._stream.sample_aspect_ratio or 0)
+        news = [("fields", self.interlaced, logging.INFO,
+                 "%s is interlaced: deinterlacing (bwdif, one frame per frame)", ()),
+                ("hdr", bool(self.look.hdr), logging.INFO,
+                 "%s is HDR (%s): tone-mapped to SDR BT.709, which the render dreams and encodes", (self.look.hdr,)),
+                ("sar", raw not in (0, 1) and self.sample_aspect is None, logging.WARNING,
+                 "%s: ignoring sample aspect ratio %s (outside 1/4 … 4): square pixels assumed", (raw,))]
+        for key, due, level, msg, args in news:
+            if due and key not in said:
+                said.add(key)
+                log.log(level, msg, self.path.name, *args)
 
     def __iter__(self):
         start_t = Fraction(self._start)

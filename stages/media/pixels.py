@@ -25,15 +25,13 @@ SAR_RANGE = (Fraction(1, 4), Fraction(4))
 
 
 def sample_aspect(stream) -> Fraction | None:
-    """The pixels' width ÷ height where a file says they are not square (DV, HDV, broadcast, anamorphic)."""
+    """The pixels' width ÷ height where a file says they are not square (DV, HDV, broadcast, anamorphic); None
+    for square pixels or a ratio outside SAR_RANGE."""
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     if not sar or Fraction(sar) == 1:
         return None
     sar = Fraction(sar)
-    if not SAR_RANGE[0] <= sar <= SAR_RANGE[1]:
-        log.warning("ignoring sample aspect ratio %s (outside %s … %s): square pixels assumed", sar, *SAR_RANGE)
-        return None
-    return sar
+    return sar if SAR_RANGE[0] <= sar <= SAR_RANGE[1] else None
 
 
 # AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG); AVColorPrimaries
