@@ -67,3 +67,12 @@ def test_progressive_frames_pass_untouched(tmp_path):
         assert not r.interlaced
         frames = [f.rgb for f in r]
     assert all(np.array_equal(a, b) for a, b in zip(raw, frames))
+
+
+def test_it_is_said_once_however_often_the_file_is_opened(tmp_path, caplog):
+    clip = _interlaced_clip(tmp_path / "i.mp4", interlaced=True)
+    caplog.set_level("INFO")
+    for _ in range(3):  # a render opens its input for the layout, the timestamps and the frames
+        with VideoReader(clip):
+            pass
+    assert caplog.text.count("is interlaced: deinterlacing") == 1
