@@ -20,7 +20,7 @@ import numpy as np
 from stages.common import InputError
 from stages.media.deinterlace import deinterlaced, is_interlaced
 from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
-from stages.media.pixels import Look, player_rgb
+from stages.media.pixels import SAR_RANGE, Look, declared_aspect, player_rgb
 
 log = logging.getLogger(__name__)
 _TOLD: dict[str, set[str]] = {}  # per input file, what VideoReader._tell_once has logged in this process
@@ -145,7 +145,7 @@ class VideoReader:
         self.rotation, self.sample_aspect = look.rotation, look.sample_aspect
         self.side_projection, self.side_stereo = _side_info(first)
         self.interlaced = is_interlaced(first)
-        self._tell_once(first)
+        self._tell_once()
         self.source_width, self.source_height = look.size(first)
         self.width, self.height = fit_size(self.source_width, self.source_height, max_side)
         self.pix_fmt = first.format.name
@@ -214,17 +214,18 @@ class VideoReader:
                 continue  # handed on before the damage
             yield frame
 
-    def _tell_once(self, first) -> None:
+    def _tell_once(self) -> None:
         """What the reader does to this file's frames, logged the first time a process opens it (a render opens
         its input several times: layout, timestamps, frames)."""
         said = _TOLD.setdefault(str(self.path.resolve()), set())
-        raw = Fraction(self._stream.sample_aspect_ratio or 0)
+        declared = declared_aspect(self._stream)
         news = [("fields", self.interlaced, logging.INFO,
                  "%s is interlaced: deinterlacing (bwdif, one frame per frame)", ()),
                 ("hdr", bool(self.look.hdr), logging.INFO,
                  "%s is HDR (%s): tone-mapped to SDR BT.709, which the render dreams and encodes", (self.look.hdr,)),
-                ("sar", raw not in (0, 1) and self.sample_aspect is None, logging.WARNING,
-                 "%s: ignoring sample aspect ratio %s (outside 1/4 … 4): square pixels assumed", (raw,))]
+                ("sar", declared is not None and self.sample_aspect is None, logging.WARNING,
+                 "%s: ignoring sample aspect ratio %s (outside %s … %s): square pixels assumed",
+                 (declared, *SAR_RANGE))]
         for key, due, level, msg, args in news:
             if due and key not in said:
                 said.add(key)

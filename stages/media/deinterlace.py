@@ -9,13 +9,10 @@ touched: a progressive frame in a mixed stream passes through unchanged.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 
 import av
-
-log = logging.getLogger(__name__)
 
 BWDIF = "mode=send_frame:parity=auto:deint=interlaced"
 

@@ -2,12 +2,11 @@
 YUV matrix the file names or, untagged, the one players assume.
 
 A dream's features must come out as the viewer will see the source: round on round pixels, in the source's
-colours. The encoder's side (BT.709, tagged) is in stages.media.encode.
+colours. The encoder's side (the same size convention, tagged) is in stages.media.encode.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,21 +16,22 @@ import numpy as np
 
 from stages.media import hdr
 
-log = logging.getLogger(__name__)
-
 # Sample aspect ratios outside this are header garbage, not a camera's or a broadcast format's (DV 8:9 … 32:27,
 # HDV 4:3, anamorphic 2:1): such files play with square pixels, and so are they read.
 SAR_RANGE = (Fraction(1, 4), Fraction(4))
 
 
-def sample_aspect(stream) -> Fraction | None:
-    """The pixels' width ÷ height where a file says they are not square (DV, HDV, broadcast, anamorphic); None
-    for square pixels or a ratio outside SAR_RANGE."""
+def declared_aspect(stream) -> Fraction | None:
+    """The pixels' width ÷ height as the file states it, where not square; None for square or unstated."""
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-    if not sar or Fraction(sar) == 1:
-        return None
-    sar = Fraction(sar)
-    return sar if SAR_RANGE[0] <= sar <= SAR_RANGE[1] else None
+    return Fraction(sar) if sar and Fraction(sar) != 1 else None
+
+
+def sample_aspect(stream) -> Fraction | None:
+    """The declared aspect a render honours (DV, HDV, broadcast, anamorphic); None for square pixels or a ratio
+    outside SAR_RANGE."""
+    sar = declared_aspect(stream)
+    return sar if sar is not None and SAR_RANGE[0] <= sar <= SAR_RANGE[1] else None
 
 
 # AVColorSpace UNSPECIFIED; AVColorTransferCharacteristic SMPTE2084 (PQ) and ARIB_STD_B67 (HLG); AVColorPrimaries
