@@ -273,3 +273,50 @@ def whip_pan_frames(h: int = 144, w: int = 256, *, frames: int = 48, whip: tuple
         out.append(np.clip(acc / len(subs) + 0.5, 0, 255).astype(np.uint8))
         x += float(speed[i])
     return out
+
+
+# Display P3: its primaries and D65 white (xy). Pillow's ImageCms builds only sRGB, LAB and XYZ profiles.
+P3_PRIMARIES = ((0.680, 0.320), (0.265, 0.690), (0.150, 0.060))
+D65 = (0.3127, 0.3290)
+
+
+def matrix_icc(primaries=P3_PRIMARIES, white=D65, gamma: float = 2.2) -> bytes:
+    """An ICC v2 RGB display profile (matrix + gamma curves), as a camera or phone embeds one: a real profile that
+    LittleCMS reads, for colours that are not sRGB's. Colorants are Bradford-adapted to the D50 PCS."""
+    import struct
+
+    def xyz(x, y):
+        return np.array([x / y, 1.0, (1 - x - y) / y])
+
+    prim = np.stack([xyz(*p) for p in primaries], axis=1)
+    m = prim * np.linalg.solve(prim, xyz(*white))  # RGB -> XYZ under the profile's white
+    brad = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367], [0.0389, -0.0685, 1.0296]])
+    d50 = np.array([0.9642, 1.0, 0.8249])
+    adapt = np.linalg.inv(brad) @ np.diag((brad @ d50) / (brad @ xyz(*white))) @ brad
+    m = adapt @ m
+
+    def s15(v):
+        return struct.pack(">3i", *(round(c * 65536) for c in v))
+
+    ascii_desc = b"test wide-gamut RGB\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(ascii_desc)) + ascii_desc + b"\0" * 79),
+        (b"cprt", b"text\0\0\0\0public domain\0"),
+        (b"wtpt", b"XYZ \0\0\0\0" + s15(d50)),
+        (b"rXYZ", b"XYZ \0\0\0\0" + s15(m[:, 0])),
+        (b"gXYZ", b"XYZ \0\0\0\0" + s15(m[:, 1])),
+        (b"bXYZ", b"XYZ \0\0\0\0" + s15(m[:, 2])),
+    ]
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    table, data = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">II", size, 0) + b"\x02\x10\0\0" + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp" + b"\0" * 24 \
+        + struct.pack(">I", 0) + s15(d50) + b"\0" * 48
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data

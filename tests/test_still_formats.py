@@ -3,6 +3,7 @@ an embedded colour profile. In-process runs of the real CLI (`tests.test_cli_ima
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,46 @@ def test_the_source_colour_profile_goes_into_the_dreamed_still(tmp_path, capfd, 
         assert rc == 0, err
         with Image.open(out) as im:
             assert im.info.get("icc_profile") == want
+
+
+def _patches() -> np.ndarray:
+    """48×32: six flat 16×16 colour patches (saturated, skin, grey, green, blue, dark): what chroma subsampling
+    keeps at their centres."""
+    colours = [(200, 60, 50), (225, 170, 140), (128, 128, 128), (40, 180, 90), (50, 70, 190), (30, 30, 30)]
+    img = np.zeros((32, 48, 3), np.uint8)
+    for k, c in enumerate(colours):
+        img[16 * (k // 3):16 * (k // 3 + 1), 16 * (k % 3):16 * (k % 3 + 1)] = c
+    return img
+
+
+def _centres(img: np.ndarray) -> np.ndarray:
+    return np.array([img[16 * r + 5:16 * r + 11, 16 * c + 5:16 * c + 11].reshape(-1, 3).mean(0)
+                     for r in range(2) for c in range(3)])
+
+
+@pytest.mark.slow
+def test_a_wide_gamut_photo_animates_in_its_own_colours(tmp_path, capfd):
+    """Video has no colour profile: a Display P3 photo's values must become sRGB values, or the animation plays
+    paler than the photo looks. Paired: the same pixels with a P3 profile, with none, with a broken one."""
+    import av
+    from PIL import ImageCms
+
+    from tests.synth import matrix_icc
+
+    img, icc = _patches(), matrix_icc()
+    want = np.asarray(ImageCms.profileToProfile(Image.fromarray(img), ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                                ImageCms.createProfile("sRGB"), outputMode="RGB"))
+    assert np.abs(_centres(want) - _centres(img)).max() > 15  # the profile matters for these colours
+    got = {}
+    for name, profile in (("p3", icc), ("none", None), ("broken", icc[:200])):
+        src, out = tmp_path / f"{name}.png", tmp_path / f"{name}.mp4"
+        Image.fromarray(img).save(src, **({"icc_profile": profile} if profile else {}))
+        rc, _, err = run_inprocess(["animate", src, out, "--set", "dream.iterations=0", "--set", "animate.fps=10",
+                                    "--set", "animate.seconds=0.2", "--set", "motion.zoom=1"], capfd)
+        assert rc == 0, err
+        assert ("cannot be read" in err) == (name == "broken"), err
+        with av.open(str(out)) as c:
+            got[name] = _centres(next(c.decode(video=0)).to_ndarray(format="rgb24").astype(np.float64))
+    assert np.abs(got["p3"] - _centres(want)).max() <= 4, (got["p3"], _centres(want))
+    for name in ("none", "broken"):
+        assert np.abs(got[name] - _centres(img)).max() <= 4, (name, got[name])

@@ -27,7 +27,7 @@ from pipeline.render.presets import encode_plan, fit_max_side
 from stages.media.audio import audio_duration
 from stages.media.decode import VideoReader, fit_size
 from stages.media.encode import encoder_available
-from stages.media.still import FORMATS, read_still
+from stages.media.still import FORMATS, read_still, to_srgb
 from stages.temporal.motion import MIN_COVER, FlatStep, coverage, flat_step
 from stages.vr.orbit import MAX_FRAME_ZOOM, SphereStep, sphere_step
 
@@ -91,7 +91,7 @@ def _read_input(src: Path, cfg: Config) -> tuple[np.ndarray, str, tuple[str | No
     if src.suffix.lower() in FORMATS:
         if cfg.animate.from_ is not None:
             raise ConfigError(f"animate.from: {src.name} is a still; the key picks a video INPUT's frame")
-        return read_still(src).rgb, "still", (None, None)
+        return to_srgb(read_still(src), src.name), "still", (None, None)
     if cfg.animate.from_ is not None:
         with VideoReader(src, start=cfg.animate.from_, max_frames=1) as r:
             frame = next(iter(r)).rgb

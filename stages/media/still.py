@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -80,6 +81,28 @@ def read_still(path: Path) -> Still:
             from e
     alpha = np.asarray(rgba)[..., 3].copy() if rgba is not None else None
     return Still(rgb, alpha, icc)
+
+
+def to_srgb(still: Still, name: str = "input") -> np.ndarray:
+    """The still's RGB as sRGB values: what a video holds, since video has no colour profile and players show its
+    values as BT.709 (sRGB's primaries). A phone's Display P3 photo put into a video unconverted plays paler than
+    it looks in a photo viewer. A still without a profile is taken as sRGB already; a profile LittleCMS cannot
+    use is ignored with a warning, as browsers do."""
+    if not still.icc:
+        return still.rgb
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(still.icc))
+        out = ImageCms.profileToProfile(Image.fromarray(still.rgb), src, ImageCms.createProfile("sRGB"),
+                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        log.warning("%s: its colour profile cannot be read (%s); its colours are taken as sRGB", name,
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return still.rgb
+    log.info("%s: colours converted from its profile (%s) to sRGB for the video", name,
+             ImageCms.getProfileDescription(src).strip() or "unnamed")
+    return np.asarray(out, dtype=np.uint8).copy()
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
