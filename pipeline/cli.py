@@ -87,29 +87,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _render_config(a):
+    """A render's config, with OUTPUT and the config written beside it checked against every input file, the `-c`
+    file included: rendering with `-c OUTPUT.yaml` would write over the file it was given."""
+    from pipeline.config import load_config, preset_path
+    from pipeline.render.plan import check_render_output
+
+    cfg = load_config(a.config, a.overrides)
+    check_render_output(a.input, a.output, cfg, config_file=Path(str(preset_path(a.config))))
+    return cfg
+
+
 def _cmd_image(a) -> int:
-    from pipeline.config import load_config
     from pipeline.render.image import run_image
 
-    run_image(a.input, a.output, load_config(a.config, a.overrides), progress=sys.stderr.isatty())
+    run_image(a.input, a.output, _render_config(a), progress=sys.stderr.isatty())
     print(a.output)
     return EXIT_OK
 
 
 def _cmd_video(a) -> int:
-    from pipeline.config import load_config
     from pipeline.render.runner import run_video
 
-    run_video(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
+    run_video(a.input, a.output, _render_config(a), restart=a.restart)
     print(a.output)
     return EXIT_OK
 
 
 def _cmd_animate(a) -> int:
-    from pipeline.config import load_config
     from pipeline.render.animate import run_animation
 
-    run_animation(a.input, a.output, load_config(a.config, a.overrides), restart=a.restart)
+    run_animation(a.input, a.output, _render_config(a), restart=a.restart)
     print(a.output)
     return EXIT_OK
 

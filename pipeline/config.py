@@ -122,6 +122,11 @@ def from_dict(raw: dict) -> Config:
 
 # ------------------------------------------------------------------------------------------- output
 
+def sidecar(output: Path) -> Path:
+    """Where a render writes its resolved config: beside OUTPUT, as OUTPUT.yaml (`-c` takes it back)."""
+    return output.with_name(output.name + ".yaml")
+
+
 def to_dict(cfg: Any) -> Any:
     if dataclasses.is_dataclass(cfg):
         return {key_name(f): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

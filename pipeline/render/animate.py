@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml, render_hash, to_dict
+from pipeline.config import Config, dump_yaml, render_hash, sidecar, to_dict
 from pipeline.render.animate_plan import AnimationPlan, Step, plan_animation
 from pipeline.render.checkpoint import Pass, RunDir
 from pipeline.render.engine import DreamEngine, check_config
@@ -41,7 +41,6 @@ from pipeline.render.workers import consume, offer
 from stages.common import publish, write_atomic
 from stages.dream.ascent import quantize
 from stages.media.encode import join_segments
-from stages.media.still import check_output_path
 from stages.temporal.motion import FlatStep, flat_map, resample, reveal_mask
 from stages.vr import spherical as S
 from stages.vr.orbit import resample_equirect, sphere_map
@@ -153,7 +152,7 @@ def finalize_animation(src: Path, dst: Path, cfg: Config, plan: AnimationPlan, r
         inject_spherical(tmp, tmp, stereo=layout.stereo)
     text = dump_yaml(cfg) + f"# animated from: {src} ({plan.input_kind})\n# layout: {layout.projection} " \
                             f"{layout.stereo} ({layout.how})\n"
-    write_atomic(dst.with_name(dst.name + ".yaml"), lambda f: f.write(text.encode()), tmp_dir=run.path)
+    write_atomic(sidecar(dst), lambda f: f.write(text.encode()), tmp_dir=run.path)
     publish(tmp, dst)
     run.remove()
 
@@ -161,9 +160,7 @@ def finalize_animation(src: Path, dst: Path, cfg: Config, plan: AnimationPlan, r
 def run_animation(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
                   on_frame: OnFrame | None = None) -> RunStats:
     t_start = time.perf_counter()
-    check_video_output(src, dst)
-    if cfg.animate.audio is not None:
-        check_output_path(dst, Path(cfg.animate.audio))  # the soundtrack is an input too: never written over
+    check_video_output(src, dst, cfg)
     check_config(cfg)
     plan = plan_animation(src, cfg)  # every remaining check: input, soundtrack, motion, encoder
     engine = DreamEngine(cfg)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml
+from pipeline.config import Config, dump_yaml, sidecar
 from pipeline.render.engine import DreamEngine, check_config
 from pipeline.render.layout import resolve_layout
-from pipeline.render.plan import DreamPlan
+from pipeline.render.plan import DreamPlan, check_render_output
 from pipeline.render.step import dream_frame
 from stages.common import write_atomic
-from stages.media.still import check_output_path, output_format, read_still, resize_max_side, write_still
+from stages.media.still import output_format, read_still, resize_max_side, write_still
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Path:
     # All checks first: nothing loads and nothing is written until input, output and config are valid.
     output_format(dst)
-    check_output_path(dst, src)
+    check_render_output(src, dst, cfg)
     check_config(cfg)
     still = read_still(src)
     rgb = resize_max_side(still.rgb, cfg.input.max_side)
@@ -40,7 +40,7 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
     out = dream_frame(engine, plan, rgb, index=0, on_step=on_step).rgb8()
     bar.close()
     write_still(dst, out, still.alpha, icc=still.icc)
-    cfg_path = dst.with_name(dst.name + ".yaml")
+    cfg_path = sidecar(dst)
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
     write_atomic(cfg_path, lambda f: f.write(text.encode()))
     log.info("wrote %s (%dx%d, %s, %.1f s); config in %s", dst, out.shape[1], out.shape[0],

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml
+from pipeline.config import Config, dump_yaml, sidecar
 from pipeline.errors import InputError
 from pipeline.music.table import TABLE_FILE, row_for, stored_table, table_json
 from pipeline.render.checkpoint import Pass, RunDir
@@ -185,6 +185,6 @@ def finalize(src: Path, dst: Path, cfg: Config, plan: VideoPlan, run: RunDir) ->
         inject_spherical(tmp, tmp, stereo=plan.layout.stereo)
     text = dump_yaml(cfg) + f"# source: {src}\n# layout: {plan.layout.projection} {plan.layout.stereo}" \
                             f" ({plan.layout.how})\n"
-    write_atomic(dst.with_name(dst.name + ".yaml"), lambda f: f.write(text.encode()), tmp_dir=run.path)
+    write_atomic(sidecar(dst), lambda f: f.write(text.encode()), tmp_dir=run.path)
     publish(tmp, dst)
     run.remove()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import Config, sidecar
 from pipeline.errors import InputError
 from pipeline.music.table import plan_table
 from pipeline.music.timeline import FrameTable
@@ -128,12 +128,20 @@ class VideoPlan:
                 "segment_frames": self.segment_frames}
 
 
-def check_video_output(src: Path, dst: Path) -> None:
+def check_render_output(src: Path, dst: Path, cfg: Config, config_file=None) -> None:
+    """OUTPUT and the config written beside it (`sidecar`) can be written and are none of the render's input files:
+    the source, the `-c` file, a guide image, weights, a soundtrack."""
     from stages.media.still import check_output_path
 
+    inputs = (src, config_file, cfg.dream.guide, cfg.model.weights, cfg.react.audio, cfg.animate.audio)
+    check_output_path(dst, *inputs)
+    check_output_path(sidecar(dst), *inputs, what="config written beside the output")
+
+
+def check_video_output(src: Path, dst: Path, cfg: Config) -> None:
     if dst.suffix.lower() not in (".mp4", ".m4v"):
         raise InputError(f"output {dst}: must be an .mp4 file")
-    check_output_path(dst, src)
+    check_render_output(src, dst, cfg)
 
 
 def plan_video(src: Path, cfg: Config) -> VideoPlan:

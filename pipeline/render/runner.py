@@ -27,7 +27,7 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
 
         return run_scaled(src, dst, cfg, restart=restart)
     t_start = time.perf_counter()
-    check_video_output(src, dst)
+    check_video_output(src, dst, cfg)
     check_config(cfg)
     if cfg.temporal.enabled and cfg.temporal.flow == "raft":
         FlowEstimator("raft")  # fails now, with the fix in the message, if RAFT weights are absent

@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.errors import InputError
 from stages.measure import metrics
 from stages.media.decode import DecodedFrame, VideoReader, key_frame_pts
+from stages.media.still import check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -107,15 +108,15 @@ def _wrap_x(projection: str, reader: VideoReader, first_rgb: np.ndarray) -> bool
 
 def _render_config(dreamed: Path):
     """The resolved config beside a render (OUTPUT.yaml), or None."""
-    sidecar = dreamed.with_name(dreamed.name + ".yaml")
-    if not sidecar.is_file():
-        return None
-    from pipeline.config import load_config
+    from pipeline.config import load_config, sidecar
 
+    path = sidecar(dreamed)
+    if not path.is_file():
+        return None
     try:
-        return load_config(str(sidecar))
+        return load_config(str(path))
     except InputError:
-        log.warning("metrics: %s is not a readable config", sidecar.name)
+        log.warning("metrics: %s is not a readable config", path.name)
         return None
 
 
@@ -179,8 +180,7 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
     source, dreamed = Path(source), Path(dreamed)
     if plot is not None:
         plot = Path(plot)
-        if not plot.parent.is_dir():
-            raise InputError(f"--plot: directory {plot.parent} does not exist")
+        check_output_path(plot, source, dreamed, what="--plot")
     if projection not in PROJECTIONS:
         raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     stats = {"skipped_source": 0}

@@ -64,7 +64,7 @@ def _read(path: Path, t: float | None) -> tuple[np.ndarray, float | None, tuple[
 def run_preview(dreamed: Path, output: Path, cfg: Config, *, source: Path | None = None,
                 at: float | None = None) -> dict:
     output_format(output)
-    check_output_path(output, dreamed)
+    check_output_path(output, dreamed, source)
     if source is not None and not source.is_file():
         raise InputError(f"--source not found: {source}")
     offset = float(render_offset(source, dreamed)) if source is not None and not _is_still(dreamed) else 0.0

@@ -147,7 +147,7 @@ class Progress:
 
 def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> RunStats:
     t_start = time.perf_counter()
-    check_video_output(src, dst)
+    check_video_output(src, dst, cfg)
     check_config(cfg)
     ray = import_ray()
     if cfg.scale.address:

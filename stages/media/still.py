@@ -45,17 +45,21 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def check_output_path(path: Path, source: Path | None = None) -> None:
-    """Fails early (before any model loads) when the output cannot be written, or would be the input."""
+def check_output_path(path: Path, *inputs: Path | str | None, what: str = "output") -> None:
+    """Fails early (before any model loads) when the output cannot be written, or would be one of the command's
+    input files (the same file by any path: a link, `./`, a hard link), which is never written over."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise InputError(f"output is a directory: {path}")
+        raise InputError(f"{what} is a directory: {path}")
     if not parent.is_dir():
-        raise InputError(f"output directory does not exist: {parent}")
+        raise InputError(f"{what} directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"output directory is not writable: {parent}")
-    if source is not None and path.exists() and source.exists() and os.path.samefile(path, source):
-        raise InputError(f"output {path} is the input file; choose another output")
+        raise InputError(f"{what} directory is not writable: {parent}")
+    if path.exists():
+        for src in inputs:
+            if src is not None and Path(src).exists() and os.path.samefile(path, src):
+                raise InputError(f"{what} {path} is the input file {src}, which is never written over; "
+                                 "choose another output")
 
 
 def read_still(path: Path) -> Still:
