@@ -72,6 +72,8 @@ def _read_yaml(p) -> dict:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{p}: not readable YAML ({type(e).__name__})") from e
+    except RecursionError as e:  # PyYAML parses by recursion: a few thousand nested brackets end it
+        raise ConfigError(f"{p}: not readable YAML (nested too deeply)") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -93,8 +95,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"--set {key}: value {raw[:40]!r} is not valid YAML") from e
     return key.strip().split("."), value
 
 

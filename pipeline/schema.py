@@ -188,6 +188,24 @@ def build(cls, data: Any, prefix: str):
     return cls(**kwargs)
 
 
+def finite(v: Any) -> float | None:
+    """`v` as a finite float, or None: not a number (a bool is not one), NaN, ±inf, or an integer too large for a
+    float (YAML reads 1 followed by 400 zeros as an int, and float() of it raises)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _short(v: Any) -> str:
+    """A value for an error line: a 400-digit number is shown by its size, not in full."""
+    s = repr(v)
+    return s if len(s) <= 40 else f"{s[:12]}…({len(s)} characters)"
+
+
 def _tname(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
@@ -208,7 +226,7 @@ def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: unexpected value {v!r}")
     if origin is Literal:
         if v not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}, got {v!r}")
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, args))}, got {_short(v)}")
         return v
     if origin is list:
         if not isinstance(v, list) or not v:
@@ -221,16 +239,16 @@ def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
                                        for k, x in v.items()})
     if tp is bool:
         if not isinstance(v, bool):
-            raise ConfigError(f"{key}: must be true or false, got {v!r}")
+            raise ConfigError(f"{key}: must be true or false, got {_short(v)}")
         return v
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{key}: must be an integer, got {v!r}")
+            raise ConfigError(f"{key}: must be an integer, got {_short(v)}")
     elif tp is float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {v!r}")
-        if not math.isfinite(v):
-            raise ConfigError(f"{key}: must be a finite number, got {v}")
+            raise ConfigError(f"{key}: must be a number, got {_short(v)}")
+        if finite(v) is None:
+            raise ConfigError(f"{key}: must be a finite number, got {_short(v)}")
         v = float(v)
     elif tp is str:
         if not isinstance(v, str):
@@ -238,7 +256,7 @@ def _check(key: str, tp: Any, v: Any, meta: typing.Mapping) -> Any:
         return v
     lo, hi = meta.get("lo"), meta.get("hi")
     if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
-        raise ConfigError(f"{key}: must be {'>' if meta.get('lo_open') else '>='} {lo}, got {v}")
+        raise ConfigError(f"{key}: must be {'>' if meta.get('lo_open') else '>='} {lo}, got {_short(v)}")
     if hi is not None and v > hi:
-        raise ConfigError(f"{key}: must be <= {hi}, got {v}")
+        raise ConfigError(f"{key}: must be <= {hi}, got {_short(v)}")
     return v

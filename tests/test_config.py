@@ -183,9 +183,27 @@ def test_out_of_range(override, expected):
     ("video.start=.nan", "video.start"), ("dream.octave_scale=.inf", "dream.octave_scale"),
     ("dream.step_size=1.0e+999", "dream.step_size"), ("spherical.pole_exponent=-.inf", "spherical.pole_exponent"),
     ("dream.layers={block8: .nan}", "dream.layers.block8"),
+    # YAML reads a 400-digit number as an int, which no float holds: float() of it raises OverflowError
+    ("dream.step_size=" + "9" * 400, "dream.step_size"), ("animate.seconds=" + "9" * 400, "animate.seconds"),
+    ("timeline=[{at: 1, set: {dream.step_size: " + "9" * 400 + "}}]", "timeline[0].set.dream.step_size"),
 ])
 def test_nan_and_infinity_are_refused(override, key):
-    assert err([override]).startswith(f"{key}: must be a finite number"), err([override])
+    message = err([override])
+    assert message.startswith(f"{key}: must be a finite number") and len(message) < 120, message
+
+
+def test_a_timeline_time_too_large_for_a_float_is_refused():
+    assert err(["timeline=[{at: " + "9" * 400 + ", set: {dream.step_size: 2}}]"]).startswith(
+        "timeline[0].at: must be a finite number >= 0")
+
+
+def test_yaml_nested_too_deeply_for_the_parser_is_a_config_error(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("dream: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(str(deep))
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config("default", ["dream.layers=" + "[" * 5000 + "]" * 5000])
 
 
 @pytest.mark.parametrize("override, expected", [

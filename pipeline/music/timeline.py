@@ -37,7 +37,7 @@ from typing import Any, Collection, Mapping, Sequence
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.schema import Config, DreamCfg, MotionCfg, TemporalCfg, _check, _tname
+from pipeline.schema import Config, DreamCfg, MotionCfg, TemporalCfg, _check, _short, _tname, finite
 
 EASES = ("linear", "smooth", "step")
 LAYER_PREFIX = "dream.layers."
@@ -148,8 +148,8 @@ def validate_timeline(raw: Any, cfg: Config, *, layer_names: Collection[str] | N
         if "at" not in entry:
             raise ConfigError(f"{p}.at: missing (seconds from the start of the input)")
         at = entry["at"]
-        if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or at < 0:
-            raise ConfigError(f"{p}.at: must be a finite number >= 0, got {at!r}")
+        if finite(at) is None or at < 0:
+            raise ConfigError(f"{p}.at: must be a finite number >= 0, got {_short(at)}")
         at = float(at)
         if out and at <= out[-1].at:
             raise ConfigError(f"{p}.at: times must increase ({at} after {out[-1].at})")
