@@ -15,14 +15,18 @@ from tests.conftest import CHELSEA, resized, run_inprocess
 FAST = ["--set", "input.max_side=64", "--set", "dream.octaves=2", "--set", "dream.iterations=2"]
 
 
+def dream(capfd, src: Path, out: Path, *args) -> tuple[str, str]:
+    """`deepdream image SRC OUT ARGS` in-process, which must succeed: (stdout, stderr)."""
+    rc, stdout, err = run_inprocess(["image", src, out, *args], capfd)
+    assert rc == 0, err
+    return stdout, err
+
+
 @pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict[str, Path]:
+def media(tmp_path_factory, chelsea_rgb) -> dict[str, Path]:
     """A 64×43 RGBA PNG with an alpha ramp and an EXIF-rotated JPEG, both from the chelsea photo."""
-    d = tmp_path_factory.mktemp("stills")
-    with Image.open(CHELSEA) as im:
-        rgb = np.asarray(im.convert("RGB"))
+    d, rgb, paths = tmp_path_factory.mktemp("stills"), chelsea_rgb, {}
     small = resized(rgb, 64, 43)
-    paths = {}
 
     rgba = np.dstack([small, np.tile(np.linspace(0, 255, 64).astype(np.uint8), (43, 1))])
     Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
@@ -48,8 +52,7 @@ def test_output_formats(tmp_path, capfd, ext, fmt):
     if fmt == "WEBP" and not features.check("webp"):
         pytest.skip("this Pillow has no WebP support")
     out = tmp_path / f"o{ext}"
-    rc, stdout, err = run_inprocess(["image", CHELSEA, out, *FAST], capfd)
-    assert rc == 0, err
+    stdout, err = dream(capfd, CHELSEA, out, *FAST)
     assert stdout.strip() == str(out)
     with Image.open(out) as im:
         assert im.format == fmt and im.size == (64, 43) and im.mode == "RGB"
@@ -59,8 +62,7 @@ def test_output_formats(tmp_path, capfd, ext, fmt):
 @pytest.mark.slow
 def test_exif_orientation_is_applied(media, tmp_path, capfd):
     out = tmp_path / "o.png"
-    rc, _, err = run_inprocess(["image", media["exif6"], out, *FAST], capfd)
-    assert rc == 0, err
+    dream(capfd, media["exif6"], out, *FAST)
     with Image.open(out) as im:
         assert im.size == (40, 64)  # stored 64×40, displayed (and dreamed) 40×64
         a = np.asarray(im.convert("RGB"), dtype=int)
@@ -72,8 +74,7 @@ def test_exif_orientation_is_applied(media, tmp_path, capfd):
 @pytest.mark.slow
 def test_rgba_png_keeps_alpha(media, tmp_path, capfd):
     out = tmp_path / "o.png"
-    rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST], capfd)
-    assert rc == 0, err
+    dream(capfd, media["rgba"], out, *FAST)
     with Image.open(media["rgba"]) as src, Image.open(out) as im:
         assert im.mode == "RGBA" and im.size == src.size
         assert np.array_equal(np.asarray(im)[..., 3], np.asarray(src)[..., 3])
@@ -82,8 +83,7 @@ def test_rgba_png_keeps_alpha(media, tmp_path, capfd):
 @pytest.mark.slow
 def test_rgba_alpha_follows_a_downscale(media, tmp_path, capfd):
     out = tmp_path / "o.png"
-    rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST, "--set", "input.max_side=32"], capfd)
-    assert rc == 0, err
+    dream(capfd, media["rgba"], out, *FAST, "--set", "input.max_side=32")
     with Image.open(media["rgba"]) as src, Image.open(out) as im:
         assert im.mode == "RGBA" and im.size == (32, 22)
         want = np.asarray(src.getchannel("A").resize(im.size, Image.Resampling.BILINEAR), dtype=int)
@@ -98,8 +98,7 @@ def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
     with Image.open(src) as im:
         assert im.mode == "I;16"
     out = tmp_path / "o.png"
-    rc, _, err = run_inprocess(["image", src, out, "--set", "dream.iterations=0"], capfd)  # no dream: a copy
-    assert rc == 0, err
+    dream(capfd, src, out, "--set", "dream.iterations=0")  # no dream: a copy
     got = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
     want = ramp.astype(np.float32) / 257.0
     assert np.abs(got - want).mean() < 2.0, f"mean output {got.mean():.1f}, expected {want.mean():.1f}"
@@ -108,8 +107,7 @@ def test_16bit_grayscale_png_keeps_its_tones(tmp_path, capfd):
 @pytest.mark.slow
 def test_rgba_to_jpeg_drops_alpha_with_a_note(media, tmp_path, capfd):
     out = tmp_path / "o.jpg"
-    rc, _, err = run_inprocess(["image", media["rgba"], out, *FAST], capfd)
-    assert rc == 0, err
+    _, err = dream(capfd, media["rgba"], out, *FAST)
     with Image.open(out) as im:
         assert im.format == "JPEG" and im.mode == "RGB" and im.size == (64, 43)
     notes = [line for line in err.splitlines() if "JPEG has no alpha" in line]
@@ -118,21 +116,18 @@ def test_rgba_to_jpeg_drops_alpha_with_a_note(media, tmp_path, capfd):
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".webp"])
-def test_the_source_colour_profile_goes_into_the_dreamed_still(tmp_path, capfd, ext):
-    """A phone photo's Display P3 (here: any RGB profile) must reach the output, or viewers show its colours as
-    sRGB; a profile that does not describe the RGB values written (a grey image's) must not."""
-    from PIL import ImageCms
+def test_the_source_colour_profile_goes_into_the_dreamed_still(tmp_path, capfd, chelsea_rgb, ext):
+    """A phone photo's Display P3 must reach the output, or viewers show its colours as sRGB; a profile that does
+    not describe the RGB values written (a grey image's) must not."""
+    from tests.synth import matrix_icc
 
-    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-    with Image.open(CHELSEA) as im:
-        rgb = resized(np.asarray(im.convert("RGB")), 48, 32)
+    icc, rgb = matrix_icc(), resized(chelsea_rgb, 48, 32)
     src, grey = tmp_path / "p3.png", tmp_path / "grey.png"
     Image.fromarray(rgb).save(src, icc_profile=icc)
     Image.fromarray(rgb).convert("L").save(grey, icc_profile=icc)
     for path, want in ((src, icc), (grey, None)):
         out = tmp_path / f"o_{path.stem}{ext}"
-        rc, _, err = run_inprocess(["image", path, out, *FAST], capfd)
-        assert rc == 0, err
+        dream(capfd, path, out, *FAST)
         with Image.open(out) as im:
             assert im.info.get("icc_profile") == want
 
