@@ -60,6 +60,18 @@ def test_flat_video_sheet_is_a_strip_with_the_source_below(tmp_path, capfd):
         assert im.size == sheet_size(2, STRIP_FRAMES, TILE * 72 // 128)
 
 
+@pytest.mark.parametrize("frames", [1, 2, 5])
+def test_a_clip_of_a_few_frames_previews_to_its_last_frame(tmp_path, capfd, frames):
+    """The strip's last time falls after the last frame starts (0.44 s in a 0.5 s clip of 10 fps): the tile shows
+    the frame on screen then, the last one, instead of failing for want of a frame after it."""
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=frames, rate=Fraction(10), audio=False)
+    out = tmp_path / "sheet.png"
+    rc, _, err = run_inprocess(["preview", src, out], capfd)
+    assert rc == 0, err
+    with Image.open(out) as im:
+        assert im.size == sheet_size(1, STRIP_FRAMES, TILE * 48 // 64)
+
+
 def test_360_still_sheet(tmp_path, capfd):
     still = tmp_path / "pano.png"
     Image.fromarray(quadrants()).save(still)

@@ -32,14 +32,24 @@ def _is_still(path: Path) -> bool:
     return path.suffix.lower() in FORMATS
 
 
+# How far before a time the reader starts, to find the frame on screen then: longer than any frame's display.
+LOOKBACK_S = 2.0
+
+
 def _frame_at(path: Path, t: float) -> tuple[np.ndarray, float, VideoReader]:
-    """The first frame at or after `t` seconds (from the stream's start), its time, and the (closed) reader
-    for the stream's metadata."""
-    with VideoReader(path, start=max(0.0, t), max_frames=1) as r:
-        fr = next(iter(r))
-        origin = r.origin
-        when = float((fr.pts - origin) * fr.time_base) if fr.pts is not None else t
-        return fr.rgb, when, r
+    """The frame on screen at `t` seconds from the stream's start (the last one that starts at or before it; the
+    first frame for an earlier `t`), its time, and the (closed) reader for the stream's metadata. The first frame
+    at or after `t` would not exist near the end of a clip: the last frame of a 0.5 s clip starts at 0.4 s."""
+    shown = None
+    with VideoReader(path, start=max(0.0, t - LOOKBACK_S)) as r:
+        for fr in r:
+            when = float((fr.pts - r.origin) * fr.time_base) if fr.pts is not None else t
+            if shown is not None and when > t + 1e-9:
+                break
+            shown = (fr.rgb, when)
+        if shown is None:
+            raise InputError(f"{path.name}: no frame decodes at {t:.3f} s")
+        return shown[0], shown[1], r
 
 
 def _times(path: Path, at: float | None, count: int) -> list[float]:
