@@ -350,3 +350,32 @@ def test_cover_art_is_not_the_video(tmp_path):
         assert [s.codec_context.name for s in c.streams.video] == ["mjpeg"]
     with pytest.raises(InputError, match="no video stream, only cover art"):
         VideoReader(song)
+
+
+def test_frames_whose_time_does_not_move_forward_are_dropped(tmp_path, caplog):
+    """A broken mux with repeated times (0, 100, 100, 200, … ms): a player shows one frame per time, and an encoder
+    refuses a time that does not increase (the render failed in the muxer). The reader hands on one frame per time,
+    says how many it dropped, and a render of the file finishes with its frames at their own times."""
+    from pipeline.config import load_config
+    from pipeline.render.runner import run_video
+    from stages.media.decode import scan_times
+
+    path = tmp_path / "dup.mkv"
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("mjpeg", rate=10)
+        s.width, s.height, s.pix_fmt, s.time_base = 64, 48, "yuvj420p", Fraction(1, 1000)
+        tex = scene_texture(48, 64, 0)
+        for i, pts in enumerate([0, 100, 100, 200, 300, 300, 400]):
+            for p in s.encode(av.VideoFrame.from_ndarray(scene_frame(tex, i, (2.0, 0.0)), format="rgb24")):
+                p.pts = p.dts = pts
+                p.time_base = Fraction(1, 1000)
+                c.mux(p)
+    with VideoReader(path) as r:
+        assert [f.pts for f in r] == [0, 100, 200, 300, 400]
+    assert "2 frames stamped at or before the frame before them dropped" in caplog.text
+    assert scan_times(path)[0] == [0, 100, 200, 300, 400]
+    out = tmp_path / "out.mp4"
+    run_video(path, out, load_config("default", ["dream.octaves=1", "dream.iterations=1", "temporal.iterations=1"]))
+    with av.open(str(out)) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])

@@ -239,12 +239,17 @@ class VideoReader:
         if self.interlaced:
             frames = deinterlaced(frames, self.time_base)
         exhausted = False
-        last_pts = None
+        last_pts, stale = None, 0
         while self._max_frames is None or index < self._max_frames:
             frame = next(frames, None)
             if frame is None:
                 exhausted = True
                 break
+            if frame.pts is not None and last_pts is not None and frame.pts <= last_pts:
+                # Stamped at or before a frame already handed on (a duplicate or a backward pts in a broken mux): a
+                # player never shows it, and an encoder cannot take a time that does not move forward.
+                stale += 1
+                continue
             if start_t > 0 and frame.pts is not None:
                 t = (frame.pts - self.origin) * self.time_base
                 if t < start_t - Fraction(1, 1_000_000):
@@ -253,6 +258,10 @@ class VideoReader:
             index += 1
             if frame.pts is not None:
                 last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
+        if stale and "stale" not in _TOLD.setdefault(str(self.path.resolve()), set()):
+            _TOLD[str(self.path.resolve())].add("stale")
+            log.warning("%s: %d frames stamped at or before the frame before them dropped (a player never shows "
+                        "them)", self.path.name, stale)
         if exhausted:
             # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
             missing = self._missing(index, last_pts, start_t)
@@ -312,7 +321,7 @@ def scan_times(path, *, start: float = 0.0, max_frames: int | None = None) -> tu
     if not pts or any(p is None for p in pts):
         with VideoReader(path) as r:
             pts = [f.pts for f in r]
-    pts.sort()
+    pts = sorted(set(pts))  # as the reader hands them on: a duplicate time is one frame
     keep = [p for p in pts if (p - origin) * tb >= Fraction(start) - Fraction(1, 1_000_000)]
     return (keep if max_frames is None else keep[:max_frames]), tb, origin
 
