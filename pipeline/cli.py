@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     # Decode, flow and encode threads share the cores with torch: OpenMP's default spin-waiting then
     # burns them (measured 10x slower dreams on 2 busy cores). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A path printed back (OUTPUT) may hold bytes that are not UTF-8, as Linux names may: print them as they are.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     args = build_parser().parse_args(argv)
     logsetup.setup(args.verbose)
     try:
@@ -197,9 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         # closed mid-write would raise again when Python flushes stdout at exit, so point it at /dev/null.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except Exception as e:  # an internal failure: say so in one line unless asked for the traceback
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: internal failure: {type(e).__name__}: {' '.join(str(e).split())} "
-              f"(run with --verbose for the traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
+    except OSError as e:
+        if e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+            return _internal(e, args.verbose)
+        # A path the system cannot look up (a name over 255 bytes, a link loop) is the user's: the checks that
+        # stat a path come before anything is written, wherever they are.
+        print(f"error: {str(e.filename or '')[:60]}…: {e.strerror}", file=sys.stderr)
+        return EXIT_USER
+    except Exception as e:
+        return _internal(e, args.verbose)
+
+
+def _internal(e: BaseException, verbose: bool) -> int:
+    """An internal failure: said in one line, unless asked for the traceback."""
+    if verbose:
+        traceback.print_exc()
+    print(f"error: internal failure: {type(e).__name__}: {' '.join(str(e).split())} "
+          f"(run with --verbose for the traceback)", file=sys.stderr)
+    return EXIT_INTERNAL

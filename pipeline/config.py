@@ -129,6 +129,17 @@ def sidecar(output: Path) -> Path:
     return output.with_name(output.name + ".yaml")
 
 
+def write_sidecar(output: Path, cfg: Config, notes: dict[str, object], *, tmp_dir: Path | None = None) -> Path:
+    """OUTPUT.yaml: the resolved config, then `notes` (where it came from) as comments. A file name that is not
+    UTF-8 (Linux names are bytes) goes in as its own bytes, as the shell shows it."""
+    from stages.common import write_atomic
+
+    text = dump_yaml(cfg) + "".join(f"# {key}: {value}\n" for key, value in notes.items())
+    path = sidecar(output)
+    write_atomic(path, lambda f: f.write(text.encode("utf-8", "surrogateescape")), tmp_dir=tmp_dir)
+    return path
+
+
 def to_dict(cfg: Any) -> Any:
     if dataclasses.is_dataclass(cfg):
         return {key_name(f): to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

@@ -14,9 +14,20 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+TEMP_NAME_KEEP = 64  # characters of a file's name in its temp file's
+
 
 class InputError(Exception):
     """The user's input (file, option, config value) is wrong. Message is one line, shown as is."""
+
+
+def exists(path: Path, what: str) -> bool:
+    """`path.exists()`, with a path the system cannot even look up (a name over 255 bytes, a loop) as the user's
+    error: pathlib lets those through as OSError."""
+    try:
+        return path.exists()
+    except OSError as e:
+        raise InputError(f"{what} {str(path)[:60]}…: {e.strerror or e}") from e
 
 
 def _parent(path: Path) -> Path:
@@ -24,7 +35,10 @@ def _parent(path: Path) -> Path:
 
 
 def fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except PermissionError:  # a folder one may write into but not list (mode -wx): the rename stands unsynced
+        return
     try:
         os.fsync(fd)
     finally:
@@ -63,7 +77,8 @@ def write_atomic(path: Path, writer: Callable[[BinaryIO], object], *, tmp_dir: P
     """`writer(f)` fills a temp file beside `path` (or in `tmp_dir`, on the same filesystem), which then
     replaces `path` in one step."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=tmp_dir or _parent(path))
+    # The temp name keeps the start of the real one: a name near the file system's limit has no room for more.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:TEMP_NAME_KEEP]}.", suffix=".part", dir=tmp_dir or _parent(path))
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml, render_hash, sidecar, to_dict
+from pipeline.config import Config, render_hash, to_dict, write_sidecar
 from pipeline.render.animate_plan import AnimationPlan, Step, plan_animation
 from pipeline.render.checkpoint import Pass, RunDir
 from pipeline.render.engine import DreamEngine, check_config
@@ -38,7 +38,7 @@ from pipeline.render.plan import check_video_output
 from pipeline.render.records import END, DreamedFrame, SegmentEnd, TemporalState
 from pipeline.render.step import dream_frame, eyes
 from pipeline.render.workers import consume, offer
-from stages.common import publish, write_atomic
+from stages.common import publish
 from stages.dream.ascent import quantize
 from stages.media.encode import join_segments
 from stages.temporal.motion import FlatStep, flat_map, resample, reveal_mask
@@ -150,9 +150,8 @@ def finalize_animation(src: Path, dst: Path, cfg: Config, plan: AnimationPlan, r
     layout = plan.video.layout
     if layout.projection == "equirect":
         inject_spherical(tmp, tmp, stereo=layout.stereo)
-    text = dump_yaml(cfg) + f"# animated from: {src} ({plan.input_kind})\n# layout: {layout.projection} " \
-                            f"{layout.stereo} ({layout.how})\n"
-    write_atomic(sidecar(dst), lambda f: f.write(text.encode()), tmp_dir=run.path)
+    write_sidecar(dst, cfg, {"animated from": f"{src} ({plan.input_kind})",
+                             "layout": f"{layout.projection} {layout.stereo} ({layout.how})"}, tmp_dir=run.path)
     publish(tmp, dst)
     run.remove()
 

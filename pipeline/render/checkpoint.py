@@ -47,6 +47,28 @@ def run_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".deepdream-run")
 
 
+# What a run directory holds: a folder by OUTPUT's run-dir name holding anything else is the user's, not a render's.
+RUN_DIR_NAMES = frozenset({"manifest.json", "lock", "params.json", "segments", "states", "overlaps",
+                           "final.part.mp4"})
+
+
+def check_run_dir(output: Path, source: Path) -> None:
+    """Before anything is written: the folder by the run directory's name is a render's, or absent, and the input
+    is not inside it (a finished render deletes the folder, and a restart clears it)."""
+    path = run_dir_for(output)
+    if not path.is_dir():
+        return
+    if source.exists() and os.path.realpath(source).startswith(os.path.realpath(path) + os.sep):
+        raise InputError(f"the input {source} is inside {path}, the checkpoint folder this render deletes when done; "
+                         "move the input or choose another output")
+    if not (path / "manifest.json").is_file():
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.name not in RUN_DIR_NAMES and not (p.name.startswith(".") and p.name.endswith(".part")))
+        if foreign:
+            raise InputError(f"{path} is not a deepdream checkpoint folder (it holds {foreign[0]!r}), and a render "
+                             "clears that folder; move it or choose another output")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -203,14 +225,15 @@ class RunDir:
                 if p.name not in keep:
                     p.unlink()
         for p in self.path.iterdir():
-            if p.is_file() and p.name not in ("manifest.json", "lock", "params.json"):
+            if p.is_file() and p.name not in RUN_DIR_NAMES:
                 p.unlink()
             elif p.is_dir() and p.name not in ("segments", "states", "overlaps"):
                 shutil.rmtree(p, ignore_errors=True)
         # Temp files beside OUTPUT from an older version's finalize, which nothing else can own: the lock
         # says no other render of this output runs.
         for p in self.output.parent.glob(f".{self.output.name}.*.part.mp4"):
-            p.unlink(missing_ok=True)
+            if p.resolve() != Path(self.manifest["input"]["path"]).resolve():  # a name like one, given as INPUT
+                p.unlink(missing_ok=True)
 
     def write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1, sort_keys=True).encode()

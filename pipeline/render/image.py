@@ -8,12 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml, sidecar
+from pipeline.config import Config, write_sidecar
 from pipeline.render.engine import DreamEngine, check_config
 from pipeline.render.layout import resolve_layout
 from pipeline.render.plan import DreamPlan, check_render_output
 from pipeline.render.step import dream_frame
-from stages.common import write_atomic
 from stages.media.still import output_format, read_still, resize_max_side, write_still
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,8 @@ def run_image(src: Path, dst: Path, cfg: Config, *, progress: bool = True) -> Pa
     out = dream_frame(engine, plan, rgb, index=0, on_step=on_step).rgb8()
     bar.close()
     write_still(dst, out, still.alpha, icc=still.icc)
-    cfg_path = sidecar(dst)
-    text = dump_yaml(cfg) + f"# source: {src}\n# layout: {layout.projection} {layout.stereo} ({layout.how})\n"
-    write_atomic(cfg_path, lambda f: f.write(text.encode()))
+    cfg_path = write_sidecar(dst, cfg, {"source": src,
+                                        "layout": f"{layout.projection} {layout.stereo} ({layout.how})"})
     log.info("wrote %s (%dx%d, %s, %.1f s); config in %s", dst, out.shape[1], out.shape[0],
              layout.projection, time.perf_counter() - t0, cfg_path)
     return dst

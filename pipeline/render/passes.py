@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import Config, dump_yaml, sidecar
+from pipeline.config import Config, write_sidecar
 from pipeline.errors import InputError
 from pipeline.music.table import TABLE_FILE, row_for, stored_table, table_json
 from pipeline.render.checkpoint import Pass, RunDir
@@ -183,8 +183,7 @@ def finalize(src: Path, dst: Path, cfg: Config, plan: VideoPlan, run: RunDir) ->
                   start_s=first_time, end_s=segs[-1]["end_time"], faststart=True)
     if plan.layout.projection == "equirect":
         inject_spherical(tmp, tmp, stereo=plan.layout.stereo)
-    text = dump_yaml(cfg) + f"# source: {src}\n# layout: {plan.layout.projection} {plan.layout.stereo}" \
-                            f" ({plan.layout.how})\n"
-    write_atomic(sidecar(dst), lambda f: f.write(text.encode()), tmp_dir=run.path)
+    write_sidecar(dst, cfg, {"source": src, "layout": f"{plan.layout.projection} {plan.layout.stereo} "
+                                                      f"({plan.layout.how})"}, tmp_dir=run.path)
     publish(tmp, dst)
     run.remove()

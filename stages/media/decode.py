@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stages.common import InputError
+from stages.common import InputError, exists
 from stages.media.deinterlace import deinterlaced, is_interlaced
 from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
 from stages.media.pixels import SAR_RANGE, Look, declared_aspect, player_rgb
@@ -41,7 +41,7 @@ class DecodedFrame:
 
 def _check_path(path) -> Path:
     p = Path(path)
-    if not p.exists():
+    if not exists(p, "input"):
         raise InputError(f"input file not found: {p}")
     if p.is_dir():
         raise InputError(f"input is a directory, not a video file: {p}")

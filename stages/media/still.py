@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.common import InputError, write_atomic
+from stages.common import InputError, exists, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Still:
 
 
 def check_input_file(path: Path, what: str = "input") -> None:
-    if not path.exists():
+    if not exists(path, what):
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():
         raise InputError(f"{what} is a directory, not a file: {path}")
@@ -49,17 +49,34 @@ def check_output_path(path: Path, *inputs: Path | str | None, what: str = "outpu
     """Fails early (before any model loads) when the output cannot be written, or would be one of the command's
     input files (the same file by any path: a link, `./`, a hard link), which is never written over."""
     parent = path.parent if str(path.parent) else Path(".")
+    if not exists(parent, f"{what} directory") or not parent.is_dir():
+        raise InputError(f"{what} directory does not exist: {parent}")
+    check_name_length(path, what)  # first: stat() of a name that is too long raises
     if path.is_dir():
         raise InputError(f"{what} is a directory: {path}")
-    if not parent.is_dir():
-        raise InputError(f"{what} directory does not exist: {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what} directory is not writable: {parent}")
     if path.exists():
         for src in inputs:
-            if src is not None and Path(src).exists() and os.path.samefile(path, src):
+            if src is not None and os.path.exists(src) and os.path.samefile(path, src):
                 raise InputError(f"{what} {path} is the input file {src}, which is never written over; "
                                  "choose another output")
+
+
+def check_name_length(path: Path, what: str = "output") -> None:
+    """The file system takes a name of at most NAME_MAX bytes (255 on ext4, XFS, APFS) in a path of at most
+    PATH_MAX: longer fails at the first write, after the render, so it is refused before."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        name_max, path_max = os.pathconf(parent, "PC_NAME_MAX"), os.pathconf(parent, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if len(os.fsencode(path.name)) > name_max:
+        raise InputError(f"{what}: its name is {len(os.fsencode(path.name))} bytes, over this file system's "
+                         f"{name_max}; choose a shorter output name ({path.name[:40]}…)")
+    if len(os.fsencode(os.path.abspath(path))) >= path_max:
+        raise InputError(f"{what}: its path is over this file system's {path_max} bytes; choose a shorter output "
+                         f"path ({str(path)[:40]}…)")
 
 
 def read_still(path: Path) -> Still:
