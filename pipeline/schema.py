@@ -45,7 +45,8 @@ class DreamCfg:
     octaves: int = _f(4, lo=1, hi=12)
     octave_scale: float = _f(1.4, lo=1.0, hi=4.0, lo_open=True)
     iterations: int = _f(10, lo=0, hi=1000)
-    step_size: float = _f(1.65, lo=0.0, hi=64.0, lo_open=True)
+    # From 0.001: a smaller step moves no 8-bit pixel, and its square (the strength's unit) underflows near 1e-160.
+    step_size: float = _f(1.65, lo=0.001, hi=64.0)
     jitter: int = _f(32, lo=0, hi=512)
     tile: int = _f(512, lo=0, hi=8192)
     seed: int = _f(0, lo=0, hi=SEED_MAX)

@@ -167,7 +167,8 @@ def test_out_of_range_octaves():
 @pytest.mark.parametrize("override, expected", [
     ("dream.octaves=13", "dream.octaves: must be <= 12, got 13"),
     ("dream.octave_scale=1", "dream.octave_scale: must be > 1.0, got 1.0"),
-    ("dream.step_size=0", "dream.step_size: must be > 0.0, got 0.0"),
+    ("dream.step_size=0", "dream.step_size: must be >= 0.001, got 0.0"),
+    ("dream.step_size=1.0e-300", "dream.step_size: must be >= 0.001, got 1e-300"),  # its square underflowed
     ("dream.seed=-1", "dream.seed: must be >= 0, got -1"),
     ("temporal.blend=1.5", "temporal.blend: must be <= 1.0, got 1.5"),
     ("input.max_side=8", "input.max_side: must be >= 16, got 8"),

@@ -10,6 +10,7 @@ import os
 import stat
 import struct
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -282,3 +283,43 @@ def test_state_thinning_keeps_recent_states_and_few_milestones(tmp_path):
         assert all(i % every == 0 for i in kept[:-2]) and max(np.diff(kept)) <= every
     finally:
         run.close()
+
+
+def _float_wav(path: Path, pcm: np.ndarray, rate: int = 48000) -> Path:
+    """32-bit float WAV, which can hold what no 16-bit one can: NaN and ±inf samples (a broken export)."""
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_f32le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(pcm[None].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.slow
+def test_a_soundtrack_with_nan_and_inf_samples_reacts_and_muxes(tmp_path, capfd):
+    """NaN samples are silence, ±inf full scale: the envelope and the AAC encoder (which refused them: an internal
+    error, the run dir left behind) take the file; a weights file keyed by numbers is one error line."""
+    t = np.arange(48000) / 48000
+    pcm = np.sin(2 * np.pi * 220 * t) * (t % 0.25 < 0.05)
+    pcm[::97], pcm[5::211], pcm[7::307] = np.nan, np.inf, -np.inf
+    wav = _float_wav(tmp_path / "broken.wav", pcm)
+    clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=6, audio=False)
+    rc, _, err = run_inprocess(["video", clip, tmp_path / "react.mp4", *FAST_CLI, "--set", "react.amount=1",
+                                "--set", f"react.audio={wav}"], capfd)
+    assert rc == 0, err
+    sets = ["input.max_side=32", "dream.iterations=1", "animate.fps=10", "animate.seconds=0.3", f"animate.audio={wav}"]
+    rc, _, err = run_inprocess(["animate", CHELSEA, tmp_path / "zoom.mp4", *[x for s in sets for x in ("--set", s)]],
+                               capfd)
+    assert rc == 0, err
+    with av.open(str(tmp_path / "zoom.mp4")) as c:
+        assert c.streams.audio and c.streams.audio[0].codec_context.name == "aac"
+    import torch
+
+    torch.save({1: torch.zeros(1)}, tmp_path / "numbers.pth")
+    before = set(tmp_path.iterdir())
+    rc, _, err = run_inprocess(["video", clip, tmp_path / "o.mp4", "--set", f"model.weights={tmp_path}/numbers.pth"],
+                               capfd)
+    assert rc == 2 and "does not hold a state dict" in error_line(err)
+    nothing_written(tmp_path, before)

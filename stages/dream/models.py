@@ -256,6 +256,6 @@ def load_state_dict(path: Path) -> dict:
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
-    if not isinstance(sd, dict):
-        raise InputError(f"model.weights: {path} does not hold a state dict")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise InputError(f"model.weights: {path} does not hold a state dict (names of tensors)")
     return {k.removeprefix("module."): v for k, v in sd.items()}

@@ -176,11 +176,12 @@ def _decoded(container, stream, name: str):
 def _resampled(container, first, frames, rate: int) -> Iterator[np.ndarray]:
     resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
     try:
+        # NaN and ±inf samples (float PCM from a broken file) are silence and full scale, as the encoder gets them.
         for frame in _chain(first, frames):
             for out in resampler.resample(frame):
-                yield out.to_ndarray().reshape(-1)
+                yield np.nan_to_num(out.to_ndarray().reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
         for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1)
+            yield np.nan_to_num(out.to_ndarray().reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
     finally:
         container.close()
 

@@ -297,7 +297,8 @@ def _reencoded_audio(container, in_stream, out_stream, start_s: float, end_s: fl
     for frame in container.decode(in_stream):
         for rf in resampler.resample(frame):
             s0 = round(float(rf.pts * rf.time_base) * sr) if rf.pts is not None else first
-            data = rf.to_ndarray()
+            # Float PCM can hold NaN or ±inf (a broken WAV), which the AAC encoder refuses: silence and full scale.
+            data = np.nan_to_num(rf.to_ndarray(), nan=0.0, posinf=1.0, neginf=-1.0)
             lo, hi = max(first - s0, 0), min(last - s0, data.shape[1])
             if hi <= lo:
                 continue
