@@ -47,6 +47,7 @@ def test_no_command_writes_over_an_input(tmp_path, capfd):
         "plot onto the source": ["metrics", clip, clip, "--plot", clip],
         "plot onto ./the dreamed": ["metrics", clip, clip, "--plot", tmp_path / "." / "clip.mp4"],
         "plot is a directory": ["metrics", clip, clip, "--plot", tmp_path / "plots"],
+        "plot onto the render's config": ["metrics", clip, still, "--plot", tmp_path / "c.png.yaml"],
     }
     before = {p: sha(p) for p in tmp_path.iterdir() if p.is_file()}
     for name, argv in cases.items():
@@ -80,18 +81,53 @@ def test_names_the_file_system_cannot_hold_are_refused_before_anything_is_writte
 
 
 def test_a_folder_of_the_users_at_the_checkpoint_folders_name_is_never_cleared(tmp_path, capfd):
+    """A folder a render did not make (it holds a file no render writes, even beside a manifest.json), a symbolic
+    link there, or an input inside it: refused as they are, --restart or not."""
     clip = make_clip(tmp_path / "clip.mp4", width=64, height=48, frames=3)
     run_dir = tmp_path / "out.mp4.deepdream-run"
     run_dir.mkdir()
     (run_dir / "keep.txt").write_text("mine")
-    rc, _, err = run_inprocess(["video", clip, tmp_path / "out.mp4", *FAST_CLI], capfd)
-    assert rc == 2 and "not a deepdream checkpoint folder" in error_line(err)
+    (run_dir / "manifest.json").write_text("{not json")
+    before = tree(tmp_path)
+    for restart in ([], ["--restart"]):
+        rc, _, err = run_inprocess(["video", clip, tmp_path / "out.mp4", *FAST_CLI, *restart], capfd)
+        assert rc == 2 and "not a deepdream checkpoint folder" in error_line(err)
+        assert tree(tmp_path) == before
+    (run_dir / "manifest.json").unlink()
+    link = tmp_path / "link.mp4.deepdream-run"
+    link.symlink_to(tmp_path / "nowhere")
+    rc, _, err = run_inprocess(["video", clip, tmp_path / "link.mp4", *FAST_CLI], capfd)
+    assert rc == 2 and "symbolic link" in error_line(err) and link.is_symlink()
     (run_dir / "keep.txt").rename(run_dir / "in.mp4")
     (run_dir / "in.mp4").write_bytes(clip.read_bytes())
     before = tree(tmp_path)
     rc, _, err = run_inprocess(["video", run_dir / "in.mp4", tmp_path / "out.mp4", *FAST_CLI], capfd)
     assert rc == 2 and "is inside" in error_line(err)
     assert tree(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_folder_as_it_found_it(tmp_path, capfd, monkeypatch):
+    """Another input's checkpoint (its manifest, no lock file: copied, or left by a machine that died) is refused
+    without the lock file the refusal used to leave in it."""
+    import pipeline.render.runner as runner
+
+    first, second = (make_clip(tmp_path / f"{n}.mp4", width=64, height=48, frames=3, seed=k)
+                     for k, n in enumerate(("a", "b")))
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt  # a render of `first` that stops before its finalize
+
+    monkeypatch.setattr(runner, "finalize", killed)
+    rc, _, _ = run_inprocess(["video", first, tmp_path / "o.mp4", *FAST_CLI], capfd)
+    monkeypatch.undo()
+    run_dir = tmp_path / "o.mp4.deepdream-run"
+    assert rc == 130 and (run_dir / "manifest.json").is_file()
+    (run_dir / "lock").unlink()
+    before = sorted(run_dir.rglob("*"))
+    rc, _, err = run_inprocess(["video", second, tmp_path / "o.mp4", *FAST_CLI], capfd)
+    assert rc == 2, err
+    assert sorted(run_dir.rglob("*")) == before
 
 
 @pytest.mark.slow

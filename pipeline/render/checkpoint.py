@@ -56,17 +56,20 @@ def check_run_dir(output: Path, source: Path) -> None:
     """Before anything is written: the folder by the run directory's name is a render's, or absent, and the input
     is not inside it (a finished render deletes the folder, and a restart clears it)."""
     path = run_dir_for(output)
+    if path.is_symlink():
+        raise InputError(f"{path} is a symbolic link where the checkpoint folder goes; move it or choose another "
+                         "output")
     if not path.is_dir():
         return
     if source.exists() and os.path.realpath(source).startswith(os.path.realpath(path) + os.sep):
         raise InputError(f"the input {source} is inside {path}, the checkpoint folder this render deletes when done; "
                          "move the input or choose another output")
-    if not (path / "manifest.json").is_file():
-        foreign = sorted(p.name for p in path.iterdir()
-                         if p.name not in RUN_DIR_NAMES and not (p.name.startswith(".") and p.name.endswith(".part")))
-        if foreign:
-            raise InputError(f"{path} is not a deepdream checkpoint folder (it holds {foreign[0]!r}), and a render "
-                             "clears that folder; move it or choose another output")
+    # A manifest does not make a folder a render's: one holding anything a render never writes is the user's.
+    foreign = sorted(p.name for p in path.iterdir()
+                     if p.name not in RUN_DIR_NAMES and not (p.name.startswith(".") and p.name.endswith(".part")))
+    if foreign:
+        raise InputError(f"{path} is not a deepdream checkpoint folder (it holds {foreign[0]!r}), and a render "
+                         "clears that folder; move it or choose another output")
 
 
 def sha256_file(path: Path) -> str:
@@ -146,6 +149,7 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise InputError(f"{path} is a file where the checkpoint folder goes; move or delete it")
         fp = fingerprint(input_path)
+        made, had_lock = not path.exists(), (path / "lock").exists()
         path.mkdir(exist_ok=True)
         lock_fd = cls._lock(path, output)
         try:
@@ -155,8 +159,12 @@ class RunDir:
             run.state_dir.mkdir(exist_ok=True)
             run.write_manifest()
             run._drop_orphans()
-        except BaseException:
+        except BaseException:  # refused (another input's checkpoint, …): leave the folder as it was found
             os.close(lock_fd)
+            if made:
+                shutil.rmtree(path, ignore_errors=True)
+            elif not had_lock:
+                (path / "lock").unlink(missing_ok=True)
             raise
         return run
 

@@ -180,7 +180,9 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
     source, dreamed = Path(source), Path(dreamed)
     if plot is not None:
         plot = Path(plot)
-        check_output_path(plot, source, dreamed, what="--plot")
+        from pipeline.config import sidecar
+
+        check_output_path(plot, source, dreamed, sidecar(dreamed), what="--plot")  # the render's config is read too
     if projection not in PROJECTIONS:
         raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
     stats = {"skipped_source": 0}
