@@ -255,6 +255,32 @@ def test_an_unreachable_cluster_is_one_line_at_once_and_writes_nothing(tmp_path,
 
 
 @pytest.mark.slow
+def test_an_address_where_something_else_listens_is_refused_at_once(tmp_path, capfd):
+    """A web server at scale.address answers TCP, so a connect alone passed, and Ray then retried it without end
+    (stopped after 10 min). It does not speak gRPC, as Ray's head does: one line, at once."""
+    import http.server
+    import threading
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # the server's own request log would land in the captured stderr
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=2, audio=False)
+    before = set(tmp_path.iterdir())
+    t = time.monotonic()
+    try:
+        rc, _, err = run_inprocess(["video", src, tmp_path / "o.mp4", "--set", "scale.backend=ray",
+                                    "--set", f"scale.address=127.0.0.1:{server.server_address[1]}"], capfd)
+    finally:
+        server.shutdown()
+    assert rc == 2 and err.strip() == f"error: scale.address: something answers at '127.0.0.1:" \
+                                      f"{server.server_address[1]}', but not a Ray cluster (no gRPC)", err
+    assert time.monotonic() - t < 30 and set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.slow
 def test_ray_missing_names_the_extra(tmp_path):
     src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=2, audio=False)
     code = ("import sys; sys.modules['ray'] = None; from pipeline.cli import main; "

@@ -229,9 +229,29 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     if not host or not port.isdigit():
         raise InputError(f"scale.address: must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+            # Ray's head (GCS) and its client server speak gRPC: HTTP/2, whose server answers the client's preface
+            # with a SETTINGS frame. Anything else listening there (a web server, a database) would leave Ray
+            # retrying without end.
+            s.sendall(_H2_PREFACE)
+            head = _read(s, 9)
     except OSError as e:
         raise InputError(f"scale.address: no Ray cluster answers at {address!r} ({short_error(e)})") from e
+    if len(head) < 9 or head[3] != 0x04:
+        raise InputError(f"scale.address: something answers at {address!r}, but not a Ray cluster (no gRPC)")
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _read(s: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _segments(a: int, b: int, segment: int) -> range:
