@@ -59,6 +59,8 @@ def check_run_dir(output: Path, source: Path) -> None:
     if path.is_symlink():
         raise InputError(f"{path} is a symbolic link where the checkpoint folder goes; move it or choose another "
                          "output")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path} is a file where the checkpoint folder goes; move or delete it")
     if not path.is_dir():
         return
     if source.exists() and os.path.realpath(source).startswith(os.path.realpath(path) + os.sep):
@@ -146,8 +148,7 @@ class RunDir:
     def open(cls, output: Path, *, input_path: Path, config: dict, config_hash: str, stream: dict,
              restart: bool) -> RunDir:
         path = run_dir_for(output)
-        if path.exists() and not path.is_dir():
-            raise InputError(f"{path} is a file where the checkpoint folder goes; move or delete it")
+        check_run_dir(output, input_path)  # again: the folder may have changed since the render's checks
         fp = fingerprint(input_path)
         made, had_lock = not path.exists(), (path / "lock").exists()
         path.mkdir(exist_ok=True)
