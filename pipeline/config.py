@@ -38,6 +38,7 @@ from pipeline.schema import (
     build,
     key_name,
 )
+from stages.common import write_atomic
 
 # The shape lives in pipeline.schema; these names are re-exported so callers import configs from one place.
 __all__ = ["MIN_TILE", "SEED_MAX", "AnimateCfg", "CheckpointCfg", "Config", "DreamCfg", "EncodeCfg", "InputCfg",
@@ -132,8 +133,6 @@ def sidecar(output: Path) -> Path:
 def write_sidecar(output: Path, cfg: Config, notes: dict[str, object], *, tmp_dir: Path | None = None) -> Path:
     """OUTPUT.yaml: the resolved config, then `notes` (where it came from) as comments. A file name that is not
     UTF-8 (Linux names are bytes) goes in as its own bytes, as the shell shows it."""
-    from stages.common import write_atomic
-
     text = dump_yaml(cfg) + "".join(f"# {key}: {value}\n" for key, value in notes.items())
     path = sidecar(output)
     write_atomic(path, lambda f: f.write(text.encode("utf-8", "surrogateescape")), tmp_dir=tmp_dir)

@@ -21,15 +21,6 @@ class InputError(Exception):
     """The user's input (file, option, config value) is wrong. Message is one line, shown as is."""
 
 
-def exists(path: Path, what: str) -> bool:
-    """`path.exists()`, with a path the system cannot even look up (a name over 255 bytes, a loop) as the user's
-    error: pathlib lets those through as OSError."""
-    try:
-        return path.exists()
-    except OSError as e:
-        raise InputError(f"{what} {str(path)[:60]}…: {e.strerror or e}") from e
-
-
 def _parent(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 

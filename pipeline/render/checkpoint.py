@@ -34,6 +34,7 @@ from typing import Any
 from pipeline.errors import InputError
 from pipeline.render.records import TemporalState
 from stages.common import publish, write_atomic
+from stages.media.still import check_name_length
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,10 @@ def check_run_dir(output: Path, source: Path) -> None:
     """Before anything is written: the folder by the run directory's name is a render's, or absent, and the input
     is not inside it (a finished render deletes the folder, and a restart clears it)."""
     path = run_dir_for(output)
-    if path.is_symlink():
-        raise InputError(f"{path} is a symbolic link where the checkpoint folder goes; move it or choose another "
-                         "output")
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path} is a file where the checkpoint folder goes; move or delete it")
+    check_name_length(path, "the checkpoint folder beside the output (OUTPUT.deepdream-run)")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        kind = "symbolic link" if path.is_symlink() else "file"
+        raise InputError(f"{path} is a {kind} where the checkpoint folder goes; move or delete it")
     if not path.is_dir():
         return
     if source.exists() and os.path.realpath(source).startswith(os.path.realpath(path) + os.sep):

@@ -139,13 +139,11 @@ def check_render_output(src: Path, dst: Path, cfg: Config, config_file=None) -> 
 
 
 def check_video_output(src: Path, dst: Path, cfg: Config) -> None:
-    from pipeline.render.checkpoint import check_run_dir, run_dir_for
-    from stages.media.still import check_name_length
+    from pipeline.render.checkpoint import check_run_dir
 
     if dst.suffix.lower() not in (".mp4", ".m4v"):
         raise InputError(f"output {dst}: must be an .mp4 file")
     check_render_output(src, dst, cfg)
-    check_name_length(run_dir_for(dst), "the checkpoint folder beside the output (OUTPUT.deepdream-run)")
     check_run_dir(dst, src)
 
 

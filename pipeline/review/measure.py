@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import load_config, sidecar
 from pipeline.errors import InputError
 from stages.measure import metrics
 from stages.media.decode import DecodedFrame, VideoReader, key_frame_pts
@@ -108,8 +109,6 @@ def _wrap_x(projection: str, reader: VideoReader, first_rgb: np.ndarray) -> bool
 
 def _render_config(dreamed: Path):
     """The resolved config beside a render (OUTPUT.yaml), or None."""
-    from pipeline.config import load_config, sidecar
-
     path = sidecar(dreamed)
     if not path.is_file():
         return None
@@ -180,8 +179,6 @@ def run_metrics(source: Path, dreamed: Path, *, plot: Path | None, flow: str = "
     source, dreamed = Path(source), Path(dreamed)
     if plot is not None:
         plot = Path(plot)
-        from pipeline.config import sidecar
-
         check_output_path(plot, source, dreamed, sidecar(dreamed), what="--plot")  # the render's config is read too
     if projection not in PROJECTIONS:
         raise InputError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")

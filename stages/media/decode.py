@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stages.common import InputError, exists
+from stages.common import InputError
 from stages.media.deinterlace import deinterlaced, is_interlaced
 from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
 from stages.media.pixels import SAR_RANGE, Look, declared_aspect, player_rgb
@@ -41,7 +41,7 @@ class DecodedFrame:
 
 def _check_path(path) -> Path:
     p = Path(path)
-    if not exists(p, "input"):
+    if not p.exists():
         raise InputError(f"input file not found: {p}")
     if p.is_dir():
         raise InputError(f"input is a directory, not a video file: {p}")
@@ -217,7 +217,6 @@ class VideoReader:
     def _tell_once(self) -> None:
         """What the reader does to this file's frames, logged the first time a process opens it (a render opens
         its input several times: layout, timestamps, frames)."""
-        said = _TOLD.setdefault(str(self.path.resolve()), set())
         declared = declared_aspect(self._stream)
         news = [("fields", self.interlaced, logging.INFO,
                  "%s is interlaced: deinterlacing (bwdif, one frame per frame)", ()),
@@ -227,9 +226,15 @@ class VideoReader:
                  "%s: ignoring sample aspect ratio %s (outside %s … %s): square pixels assumed",
                  (declared, *SAR_RANGE))]
         for key, due, level, msg, args in news:
-            if due and key not in said:
-                said.add(key)
-                log.log(level, msg, self.path.name, *args)
+            if due:
+                self._say_once(key, level, msg, *args)
+
+    def _say_once(self, key: str, level: int, msg: str, *args) -> None:
+        """Log `msg` (its first argument: the file's name) the first time this process says `key` of this file."""
+        said = _TOLD.setdefault(str(self.path.resolve()), set())
+        if key not in said:
+            said.add(key)
+            log.log(level, msg, self.path.name, *args)
 
     def __iter__(self):
         start_t = Fraction(self._start)
@@ -258,10 +263,9 @@ class VideoReader:
             index += 1
             if frame.pts is not None:
                 last_pts = frame.pts if last_pts is None else max(last_pts, frame.pts)
-        if stale and "stale" not in _TOLD.setdefault(str(self.path.resolve()), set()):
-            _TOLD[str(self.path.resolve())].add("stale")
-            log.warning("%s: %d frames stamped at or before the frame before them dropped (a player never shows "
-                        "them)", self.path.name, stale)
+        if stale:
+            self._say_once("stale", logging.WARNING, "%s: %d frames stamped at or before the frame before them dropped "
+                           "(a player never shows them)", stale)
         if exhausted:
             # The demuxer treats a cut-off mdat as a clean EOF, so a short count is the only symptom.
             missing = self._missing(index, last_pts, start_t)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.common import InputError, exists, write_atomic
+from stages.common import InputError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Still:
 
 
 def check_input_file(path: Path, what: str = "input") -> None:
-    if not exists(path, what):
+    if not path.exists():
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():
         raise InputError(f"{what} is a directory, not a file: {path}")
@@ -49,7 +49,7 @@ def check_output_path(path: Path, *inputs: Path | str | None, what: str = "outpu
     """Fails early (before any model loads) when the output cannot be written, or would be one of the command's
     input files (the same file by any path: a link, `./`, a hard link), which is never written over."""
     parent = path.parent if str(path.parent) else Path(".")
-    if not exists(parent, f"{what} directory") or not parent.is_dir():
+    if not parent.is_dir():
         raise InputError(f"{what} directory does not exist: {parent}")
     check_name_length(path, what)  # first: stat() of a name that is too long raises
     if path.is_dir():
