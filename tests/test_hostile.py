@@ -258,6 +258,7 @@ def test_a_touched_input_still_resumes_and_a_changed_one_says_what_changed(clip,
     os.replace(changed, src)
     rc, _, err = run_inprocess(["video", src, dst, *FAST_CLI], capfd)
     assert rc == 2 and "its content changed" in error_line(err) and "--restart" in error_line(err)
+    assert err.strip().splitlines() == [error_line(err)]  # refused before the model loads: its line is not printed
     src.write_bytes(clip.read_bytes())  # the same bytes again, new mtime: resumes
     rc, _, err = run_inprocess(["video", src, dst, *FAST_CLI], capfd)
     assert rc == 0 and "resuming at frame 4" in err, err
@@ -323,3 +324,32 @@ def test_a_soundtrack_with_nan_and_inf_samples_reacts_and_muxes(tmp_path, capfd)
                                capfd)
     assert rc == 2 and "does not hold a state dict" in error_line(err)
     nothing_written(tmp_path, before)
+
+
+def _garbled_head(path: Path, gop: int) -> Path:
+    """30 frames whose first 1500 bytes of picture data are noise: the first key frame and what leans on it are lost."""
+    from tests.synth import scene_frame, scene_texture
+
+    texture = scene_texture(96, 128, 0)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        vs = out.add_stream("libx264", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 128, 96, "yuv420p"
+        vs.options = {"preset": "ultrafast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for i in range(30):
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(scene_frame(texture, i, (2.0, 1.0)), format="rgb24")))
+        out.mux(vs.encode())
+    data = bytearray(path.read_bytes())
+    at = data.find(b"mdat") + 20
+    data[at:at + 1500] = np.random.default_rng(0).integers(0, 256, 1500, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_damage_is_told_once_and_a_file_that_never_decodes_gets_one_line(tmp_path, capfd):
+    """A file none of whose frames decode: one error line, not a warning per damaged packet before it. A file whose
+    first GOP alone is lost: decoded from the next key frame, the damage told once though probe opens it twice."""
+    rc, out, err = run_inprocess(["probe", _garbled_head(tmp_path / "all.mp4", 30)], capfd)
+    assert rc == 2 and err.strip().splitlines() == [error_line(err)] and "no video frame" in err
+    rc, out, err = run_inprocess(["probe", _garbled_head(tmp_path / "head.mp4", 5)], capfd)
+    assert rc == 0, err
+    assert err.count("damaged stream") == 1 and err.count("undecodable") <= 1, err

@@ -162,9 +162,11 @@ def run_animation(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     check_video_output(src, dst, cfg)
     check_config(cfg)
     plan = plan_animation(src, cfg)  # every remaining check: input, soundtrack, motion, encoder
+    opening = dict(input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg, animation=True),
+                   stream=plan.stream_info(), restart=restart)
+    RunDir.check(dst, **opening)
     engine = DreamEngine(cfg)
-    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg, animation=True),
-                      stream=plan.stream_info(), restart=restart)
+    run = RunDir.open(dst, **opening)
     stats = RunStats()
     with run.held():
         plan = replace(plan, video=keep_params(run, plan.video))

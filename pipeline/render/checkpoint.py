@@ -22,26 +22,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.render.manifest import SCHEMA, check_resume, fingerprint, read_manifest, refuse_changed, sha256_file
 from pipeline.render.records import TemporalState
 from stages.common import publish, write_atomic
 from stages.media.still import check_name_length
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2
 KEEP_RECENT = 2
 MILESTONES = 16
-_SAMPLES, _BLOCK = 64, 1 << 16
 
 
 def run_dir_for(output: Path) -> Path:
@@ -72,38 +69,6 @@ def check_run_dir(output: Path, source: Path) -> None:
     if foreign:
         raise InputError(f"{path} is not a deepdream checkpoint folder (it holds {foreign[0]!r}), and a render "
                          "clears that folder; move it or choose another output")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def fingerprint(path: Path) -> dict:
-    """Size and a hash of the first and last MiB plus 64 blocks spread over the file: decided by content
-    (a `touch` changes nothing), cheap on a 10 GB input, and it catches a replaced or re-encoded one."""
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        for k in range(_SAMPLES):
-            f.seek(size * k // _SAMPLES)
-            h.update(f.read(_BLOCK))
-        f.seek(max(0, size - (1 << 20)))
-        h.update(f.read(1 << 20))
-    return {"path": str(path.resolve()), "size": size, "sha256_sampled": h.hexdigest()}
-
-
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for k in sorted(set(old) | set(new)):
-            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')} {old!r} -> {new!r}"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +135,12 @@ class RunDir:
         return run
 
     @staticmethod
+    def check(output: Path, **opening) -> None:
+        """Before the model loads: refuse what `open` with the same arguments would refuse (another input's or other
+        settings' checkpoint), reading the manifest without touching the folder."""
+        check_resume(run_dir_for(output), output, **opening)
+
+    @staticmethod
     def _lock(path: Path, output: Path) -> int:
         lock_fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -184,20 +155,12 @@ class RunDir:
         os.write(lock_fd, f"{os.getpid()}\n".encode())
         return lock_fd
 
-    @classmethod
-    def _load_manifest(cls, path: Path, output: Path, fp: dict, config: dict, config_hash: str, stream: dict,
+    @staticmethod
+    def _load_manifest(path: Path, output: Path, fp: dict, config: dict, config_hash: str, stream: dict,
                        restart: bool) -> dict:
-        manifest_path = path / "manifest.json"
-        try:
-            old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-        except (OSError, ValueError):
-            old = None
-            log.warning("unreadable manifest in %s: starting over", path)
-        if old is not None and not restart:
-            problem = cls._mismatch(old, fp, config, config_hash, stream)
-            if problem:
-                raise InputError(f"an unfinished render of {output.name} exists with a different {problem}; "
-                                 "re-run with the same input and settings to resume, or add --restart")
+        old = read_manifest(path)
+        if not restart:
+            refuse_changed(old, output, fp, config, config_hash, stream)
         if old is not None and restart:
             log.info("--restart: discarding %d finished segments", len(old.get("segments", [])))
         if old is None or restart:
@@ -206,22 +169,6 @@ class RunDir:
             old = {"schema": SCHEMA, "input": fp, "config": config, "config_hash": config_hash,
                    "stream": stream, "segments": [], "milestone_every": 1}
         return old
-
-    @staticmethod
-    def _mismatch(old: dict, fp: dict, config: dict, config_hash: str, stream: dict) -> str | None:
-        if old.get("schema") != SCHEMA:
-            return f"checkpoint schema ({old.get('schema')} vs {SCHEMA})"
-        o = old.get("input", {})
-        if (o.get("size"), o.get("sha256_sampled")) != (fp["size"], fp["sha256_sampled"]):
-            what = "size" if o.get("size") != fp["size"] else "content"
-            return (f"input: its {what} changed (was {o.get('path')}, {o.get('size')} bytes; "
-                    f"now {fp['path']}, {fp['size']} bytes)")
-        if old.get("config_hash") != config_hash:
-            changes = _diff(old.get("config", {}), config)
-            return "config: " + "; ".join(changes[:4]) + (" ..." if len(changes) > 4 else "")
-        if old.get("stream") != stream:
-            return "stream layout: " + "; ".join(_diff(old.get("stream", {}), stream)[:4])
-        return None
 
     def _drop_orphans(self) -> None:
         """Files no commit record names: written before a kill that came ahead of the manifest write, or

@@ -32,9 +32,11 @@ def run_video(src: Path, dst: Path, cfg: Config, *, restart: bool = False,
     if cfg.temporal.enabled and cfg.temporal.flow == "raft":
         FlowEstimator("raft")  # fails now, with the fix in the message, if RAFT weights are absent
     plan = plan_video(src, cfg)
+    opening = dict(input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg), stream=plan.stream_info(),
+                   restart=restart)
+    RunDir.check(dst, **opening)
     engine = DreamEngine(cfg)  # weights and guide are checked here, before anything is written
-    run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
-                      stream=plan.stream_info(), restart=restart)
+    run = RunDir.open(dst, **opening)
     stats = RunStats()
     with run.held():
         plan = keep_params(run, plan)

@@ -153,6 +153,9 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
     if cfg.scale.address:
         _check_reachable(cfg.scale.address)  # before the model loads: a wrong address is a config error
     plan = plan_video(src, cfg)
+    opening = dict(input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg), stream=plan.stream_info(),
+                   restart=restart)
+    RunDir.check(dst, **opening)
     DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
     stats = RunStats()
     surveyed = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="survey").submit(
@@ -172,8 +175,7 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
         log.info("%d frames in %d chunks (%d scene cuts); overlaps of %d frames; %d Ray workers (%d CPU, %g GPU "
                  "each)", len(sv.times), len(chunks), len(sv.cuts), max((c.head_overlap for c in chunks), default=0),
                  n_workers, cfg.scale.cpus_per_worker, gpw)
-        run = RunDir.open(dst, input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
-                          stream=plan.stream_info(), restart=restart)
+        run = RunDir.open(dst, **opening)
         with run.held():
             plan = keep_params(run, plan)
             (run.path / "overlaps").mkdir(exist_ok=True)

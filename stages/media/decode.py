@@ -19,11 +19,11 @@ import numpy as np
 
 from stages.common import InputError
 from stages.media.deinterlace import deinterlaced, is_interlaced
-from stages.media.packets import Damaged, DecodeLog, decode_stream, short_error
+from stages.media.packets import Damaged, DecodeLog, decode_stream, held_warnings, short_error
 from stages.media.pixels import SAR_RANGE, Look, declared_aspect, player_rgb
 
 log = logging.getLogger(__name__)
-_TOLD: dict[str, set[str]] = {}  # per input file, what VideoReader._tell_once has logged in this process
+_TOLD: dict[str, set[str]] = {}  # per input file, what the reader has logged of it in this process
 
 # Values of FFmpeg's AVSphericalProjection / AVStereo3DType enums (libavutil/spherical.h, stereo3d.h);
 # the side data payload starts with that enum as a native int, which is all we need from it.
@@ -128,15 +128,18 @@ class VideoReader:
         self.has_audio = bool(self._container.streams.audio)
         self._start = start
         self._max_frames = max_frames
-        self._log = DecodeLog()
+        self._log = DecodeLog(told=_TOLD.setdefault(str(self.path.resolve()), set()))
         self._seek_pts: int | None = None  # where `start` sent the demuxer
         self._recovery = None  # the container of the second, frame-thread-free decode after damage
         self._frames = self._decode_frames()
         try:
-            first = next(self._frames, None)
+            with held_warnings(log) as held:
+                first = next(self._frames, None)
         except Exception:
             self.close()
             raise
+        if first is not None:
+            held.release()  # damage before the first frame matters only to a file that decodes at all
         if first is None:
             self.close()
             raise InputError(f"{self.path.name}: no video frame could be decoded")
@@ -194,8 +197,9 @@ class VideoReader:
                 yield frame
             return
         except Damaged as d:
-            log.warning("%s: damaged stream (%s); decoding again from the key frame before it without frame "
-                        "threads, so every frame that decodes is kept", name, d.why)
+            if info.once("damaged"):
+                    log.warning("%s: damaged stream (%s); decoding again from the key frame before it without frame "
+                            "threads, so every frame that decodes is kept", name, d.why)
         info.recovered = True
         self._recovery = container = open_media(self.path)
         stream = container.streams[self._stream.index]
@@ -231,9 +235,7 @@ class VideoReader:
 
     def _say_once(self, key: str, level: int, msg: str, *args) -> None:
         """Log `msg` (its first argument: the file's name) the first time this process says `key` of this file."""
-        said = _TOLD.setdefault(str(self.path.resolve()), set())
-        if key not in said:
-            said.add(key)
+        if self._log.once(key):
             log.log(level, msg, self.path.name, *args)
 
     def __iter__(self):

@@ -14,12 +14,44 @@ from __future__ import annotations
 
 import heapq
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
 import av
 
 log = logging.getLogger(__name__)
+
+
+class held_warnings(logging.Filter):
+    """Hold this thread's records of the packet logger and of `more` loggers until `release` logs them: a file
+    whose first frame never decodes is refused with one error line, not that line after a warning per damaged
+    packet."""
+
+    def __init__(self, *more: logging.Logger):
+        super().__init__()
+        self._loggers = (log, *more)
+        self._thread, self._held = threading.get_ident(), []
+
+    def __enter__(self):
+        for logger in self._loggers:
+            logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        for logger in self._loggers:
+            logger.removeFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self._thread:
+            return True
+        self._held.append(record)
+        return False
+
+    def release(self) -> None:
+        for record in self._held:
+            logging.getLogger(record.name).handle(record)
+        self._held = []
 
 
 class Damaged(Exception):
@@ -40,6 +72,13 @@ class DecodeLog:
     recovered: bool = False  # frame threads met damage and the rest was decoded without them
     recent: deque = field(default_factory=lambda: deque(maxlen=512))  # pts of the last frames handed on
     handed_on: int = 0  # frames handed on
+    told: set = field(default_factory=set)  # what has been logged of this file (a process opens it several times)
+
+    def once(self, key: str) -> bool:
+        """True the first time `key` is asked of this file: log it then, not at every open."""
+        fresh = key not in self.told
+        self.told.add(key)
+        return fresh
 
 
 class _Order:
@@ -83,7 +122,7 @@ def decode_stream(container, stream, info: DecodeLog, *, strict: bool, name: str
         except StopIteration:
             break
         except av.FFmpegError as e:
-            if not info.truncated:
+            if not info.truncated and info.once("truncated"):
                 log.warning("%s: stream ends early, file looks truncated or damaged (%s)", name, short_error(e))
             info.truncated = True
             break
@@ -98,7 +137,8 @@ def decode_stream(container, stream, info: DecodeLog, *, strict: bool, name: str
                 raise Damaged(packet.pts, f"a packet the decoder refused ({short_error(e)})") from e
             if packet.size and not packet.is_corrupt:  # a cut-short packet is the truncation, counted there
                 info.skipped_packets += 1
-                log.warning("%s: skipping undecodable packet (%s)", name, short_error(e))
+                if info.once("skipped"):  # a badly damaged file has thousands: the reader's last line counts them
+                    log.warning("%s: skipping undecodable packets (the first: %s)", name, short_error(e))
             continue
         if order is not None:
             if (packet.size and packet.pts is None) or any(f.pts is None for f in frames):
