@@ -279,7 +279,7 @@ def render_correlation(crf: int, side: int = 512, frames: int = 8, octaves: int 
         run_video(CLIP, dst, load_config("default", [f"input.max_side={side}", f"video.max_frames={frames}",
                                                      f"dream.octaves={octaves}", f"encode.crf={crf}"]))
         wall = time.perf_counter() - t
-        out = decode(dst)
+        out, kib = decode(dst), dst.stat().st_size / 1024
     src = [cv2.resize(s, out[0].shape[1::-1], interpolation=cv2.INTER_AREA) for s in decode(CLIP)]
     est = FlowEstimator("dis")
     st = [stereo_stats(*split_stereo(s, "top-bottom"), *split_stereo(d, "top-bottom"), estimator=est)
@@ -287,7 +287,7 @@ def render_correlation(crf: int, side: int = 512, frames: int = 8, octaves: int 
     return {"crf": crf, "correlation": float(np.mean([s["correlation"] for s in st])),
             "per_frame": [s["correlation"] for s in st],
             "strength_left": float(np.mean([s["strength_left"] for s in st])),
-            "strength_right": float(np.mean([s["strength_right"] for s in st])), "wall_s": wall}
+            "strength_right": float(np.mean([s["strength_right"] for s in st])), "wall_s": wall, "kib": kib}
 
 
 def run(ctx) -> dict:
@@ -306,8 +306,8 @@ def run(ctx) -> dict:
         print("stereo: skipped, no budget left")
         return {"skipped": True}
     banner(f"stereo carry through the encode: stereo_room_tb.mp4 at {side} px, {frames} frames, 2 octaves")
-    print(table(["CRF", "corr (mean)", "first / last frame", "strength L/R", "wall s"],
+    print(table(["CRF", "corr (mean)", "first / last frame", "strength L/R", "KiB", "wall s"],
                 [[str(r["crf"]), f"{r['correlation']:.3f}", f"{r['per_frame'][0]:.3f} / {r['per_frame'][-1]:.3f}",
-                  f"{r['strength_left']:.2f}/{r['strength_right']:.2f}", f"{r['wall_s']:.0f}"] for r in rows],
-                right=[True] * 5))
+                  f"{r['strength_left']:.2f}/{r['strength_right']:.2f}", f"{r['kib']:.0f}", f"{r['wall_s']:.0f}"]
+                 for r in rows], right=[True] * 6))
     return {"side": side, "frames": frames, "renders": rows}

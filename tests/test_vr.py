@@ -223,3 +223,39 @@ def test_stereo_carry_gives_both_eyes_one_dream(tmp_path: Path) -> None:
     assert carry > independent + 0.3
     right, left = (np.mean([s[k] for s in stats["carry"]]) for k in ("strength_right", "strength_left"))
     assert right > 0.7 * left  # the right eye is dreamed as strongly, not left bare
+
+
+@pytest.mark.slow
+def test_stereo_encoding_keeps_the_carried_eyes_agreeing(tmp_path: Path) -> None:
+    """Paired on one lossless carried render of the committed stereo sample, encoded twice as a render encodes it:
+    with the stereo encoding (no mbtree, psy or AQ; pipeline/render/presets.py) the eyes' decoded dream residuals
+    agree more than with the mono texture encoding, whose mbtree lets each eye's P-frames drift on their own."""
+    from fractions import Fraction
+
+    from pipeline.render.presets import encode_plan
+    from stages.measure.vr_metrics_stereo import stereo_stats
+    from stages.media.encode import VideoWriter
+    from stages.temporal.flow import FlowEstimator
+    from stages.vr.spherical import split_stereo
+
+    src, n = ROOT / "sample_media" / "stereo_room_tb.mp4", 12
+    sets = ["input.max_side=256", f"video.max_frames={n}", "dream.octaves=2", "dream.iterations=4"]
+    run_video(src, tmp_path / "lossless.mp4", load_config("default", [*sets, "encode.crf=0"]))
+    dreamed = decoded(tmp_path / "lossless.mp4")
+    with av.open(str(src)) as c:
+        sources = [cv2.resize(f.to_ndarray(format="rgb24"), (256, 256), interpolation=cv2.INTER_AREA)
+                   for _, f in zip(range(n), c.decode(video=0))]
+    est, corr, kib = FlowEstimator("dis"), {}, {}
+    for layout in ("top-bottom", "mono"):  # "mono": the texture encoding a render without a second eye gets
+        enc = encode_plan(load_config("default", sets), Fraction(30), layout).encoding
+        out = tmp_path / f"{layout}.mp4"
+        with VideoWriter(out, width=256, height=256, time_base=Fraction(1, 30), rate=Fraction(30), encoding=enc,
+                         frames=n) as w:
+            for i, rgb in enumerate(dreamed):
+                w.write(rgb, i)
+        corr[layout] = np.mean([stereo_stats(*split_stereo(s, "top-bottom"), *split_stereo(d, "top-bottom"),
+                                             estimator=est)["correlation"] for s, d in zip(sources, decoded(out))])
+        kib[layout] = out.stat().st_size / 1024
+    print(f"\neyes' residual correlation: stereo encoding {corr['top-bottom']:.3f} ({kib['top-bottom']:.0f} KiB), "
+          f"mono texture encoding {corr['mono']:.3f} ({kib['mono']:.0f} KiB)")
+    assert corr["top-bottom"] > corr["mono"]
