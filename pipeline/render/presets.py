@@ -53,14 +53,15 @@ TEXTURE_RATE = {
     "hevc": (4, 1.0, "no-b-pyramid=1:no-sao=1"),
 }
 # Stereo with the carry (one dream in both eyes): each eye's P-frames are quantised on their own, so the eyes'
-# dream residuals drift apart along a GOP (committed stereo clip, 512 px, 2 octaves, DIS-measured correlation;
-# lossless 0.982): the texture tuning above 0.881 over 8 frames (185 KiB), 0.859 over 24 (283 KiB), falling from
-# 0.97 at the key frame to 0.82. mbtree is what lets them drift: it coarsens what it sees change every frame, the
-# dream. Without it, psy-rd and AQ (they code each eye's texture its own way), at CRF − 6 (the texture offset
-# undone): 0.902 (183 KiB) / 0.905 (386 KiB, +36 %), steady along the GOP (0.95 … 0.92). At equal correlation the
-# cheapest of those measured: CRF − 2/−3 with psy and AQ off 0.895/0.904 over 24 frames at +30/+46 %, qcomp 0.8/0.9
-# 0.883/0.887 (+14/+22 %); mbtree off alone at CRF − 4 0.877 (153 KiB over 8).
-STEREO_RATE = {"h264": (-6, "mbtree=0:psy=0:aq-mode=0")}
+# dream residuals drift apart along a GOP. DIS-measured correlation, 512 px, 2 octaves, over 8 / 24 frames
+# (lossless 0.98 / 1.00): the committed clip 0.881 / 0.859 (185 / 283 KiB) with the texture tuning above, falling
+# from 0.97 at the key frame to 0.82; a real stereo photo pair panned (scikit-image's motorcycle) 0.880 / 0.844
+# (201 / 288 KiB). mbtree is what lets them drift: it coarsens what it sees change every frame, the dream. Without
+# it, psy-rd and AQ (they code each eye's texture its own way), steady along the GOP (0.95 … 0.92): at CRF itself
+# 0.902 / 0.905 and 0.885 / 0.882 (motorcycle 186 / 331 KiB); at CRF − 2, taken, 0.920 / 0.923 (229 / 507 KiB)
+# and 0.902 / 0.903 (227 / 437 KiB). With mbtree, psy and AQ off at CRF − 3 0.904 over 24 frames at +46 %; qcomp
+# 0.8/0.9 0.883/0.887 (+14/+22 %); none of deadzones 0, no-fast-pskip, trellis or subme moved it.
+STEREO_RATE = {"h264": (-8, "mbtree=0:psy=0:aq-mode=0")}
 DEFAULT_GOP_S = 2.0  # encode.gop null with no platform preset
 
 
@@ -102,7 +103,7 @@ def encode_plan(cfg: Config, rate: Fraction, stereo: str) -> EncodePlan:
         if carried and codec in STEREO_RATE:
             offset, texture = offset + STEREO_RATE[codec][0], f"{texture}:{STEREO_RATE[codec][1]}"
         params = ":".join(p for p in (texture, kw.pop("params", "")) if p)
-        return Encoding(codec=codec, crf=min(51, crf + offset), speed=e.speed, gop=gop,
+        return Encoding(codec=codec, crf=max(1, min(51, crf + offset)), speed=e.speed, gop=gop,
                         keyframe_ramp=keyframe_ramp(gop), keyframe_boost=boost, params=params, **kw)
 
     if e.preset == "none":
