@@ -3,9 +3,11 @@ bad input and Ray missing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,3 +292,50 @@ def test_ray_missing_names_the_extra(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "deepdream-video[ray]" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.mp4.deepdream-run").exists()
+
+
+@pytest.mark.slow
+def test_a_cluster_with_token_authentication_says_how_to_join(tmp_path):
+    """`ray start --head` with token authentication (Ray's default once a token exists): a driver given only the
+    address is refused, and Ray's core printed a warning a second until then. One line that says what to set;
+    with it set, the render joins and finishes."""
+    import secrets
+    import socket
+
+    pytest.importorskip("ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(32)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    ray_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay short
+    head = subprocess.Popen([Path(sys.executable).parent / "ray", "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={ray_dir}"],
+                            env=cli_env(**auth), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        src = make_clip(tmp_path / "in.mp4", width=32, height=32, frames=4, audio=False)
+        args = [sys.executable, "-m", "pipeline", "video", src, tmp_path / "o.mp4", "--set", "scale.backend=ray",
+                "--set", f"scale.address=127.0.0.1:{port}", *[x for kv in COMMON for x in ("--set", kv)]]
+        deadline = time.monotonic() + 60
+        while True:  # until the head's gRPC answers (the render's own check says so)
+            bare = {k: v for k, v in cli_env().items() if k not in auth}
+            r = subprocess.run(args, cwd=REPO, env=bare, capture_output=True, text=True, timeout=120)
+            if "no Ray cluster answers" not in r.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "uses token authentication; run with RAY_AUTH_MODE=token" in r.stderr, r.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+        r = subprocess.run(args, cwd=REPO, env=cli_env(**auth), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and (tmp_path / "o.mp4").is_file(), r.stderr
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # what the head left: its raylet, GCS and workers share its session
+        head.wait()
+        shutil.rmtree(ray_dir, ignore_errors=True)

@@ -150,17 +150,21 @@ def run_scaled(src: Path, dst: Path, cfg: Config, *, restart: bool = False) -> R
     check_video_output(src, dst, cfg)
     check_config(cfg)
     ray = import_ray()
-    if cfg.scale.address:
-        _check_reachable(cfg.scale.address)  # before the model loads: a wrong address is a config error
-    plan = plan_video(src, cfg)
-    opening = dict(input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg), stream=plan.stream_info(),
-                   restart=restart)
-    RunDir.check(dst, **opening)
-    DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
-    stats = RunStats()
-    surveyed = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="survey").submit(
-        survey, src, start=cfg.video.start, max_frames=cfg.video.max_frames, scene_cut=cfg.temporal.scene_cut)
-    with _cluster(ray, cfg) as (n_workers, gpw):
+    with contextlib.ExitStack() as cluster:
+        if cfg.scale.address:  # joined before the model loads: a wrong address or a refused join is a config error
+            _check_reachable(cfg.scale.address)
+            shape = cluster.enter_context(_cluster(ray, cfg))
+        plan = plan_video(src, cfg)
+        opening = dict(input_path=src, config=to_dict(cfg), config_hash=render_hash(cfg),
+                       stream=plan.stream_info(), restart=restart)
+        RunDir.check(dst, **opening)
+        DreamEngine(cfg)  # weights and guide fail here, before anything is written (workers load their own)
+        stats = RunStats()
+        surveyed = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="survey").submit(
+            survey, src, start=cfg.video.start, max_frames=cfg.video.max_frames, scene_cut=cfg.temporal.scene_cut)
+        if not cfg.scale.address:  # a local cluster starts while the input is surveyed
+            shape = cluster.enter_context(_cluster(ray, cfg))
+        n_workers, gpw = shape
         # The workers load their model while the driver surveys the input.
         # max_concurrency 2: `done` is answered while `render` runs. No separate progress actor: an idle
         # Ray actor process costs ~20 % of a core in polling, a tenth of a 2-core machine.
@@ -203,6 +207,29 @@ def balanced_target(frames: int, target: float, workers: int) -> int:
     return max(1, math.ceil(frames / (rounds * workers)))
 
 
+class _core_stderr:
+    """Ray's C++ core writes to descriptor 2 itself (a refused join: a warning a second until it gives up), held in
+    an unnamed temp file while joining: replayed after a join, dropped after a failure, which one error line tells."""
+    failed = False
+
+    def __enter__(self):
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def text(self) -> str:
+        self._file.seek(0)
+        return self._file.read().decode(errors="replace")
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        if not self.failed and exc[0] is None:
+            os.write(2, self.text().encode())
+        self._file.close()
+
+
 @contextlib.contextmanager
 def _cluster(ray, cfg: Config):
     """Ray for this render: the cluster at `scale.address`, or a local one started here and stopped after.
@@ -212,10 +239,16 @@ def _cluster(ray, cfg: Config):
         address = cfg.scale.address
         kw = {"address": address} if address else \
             {"num_cpus": (cfg.scale.workers or 1) * cfg.scale.cpus_per_worker, "include_dashboard": False}
-        try:
-            ray.init(log_to_driver=False, configure_logging=False, **kw)
-        except ConnectionError as e:
-            raise InputError(f"scale.address: cannot join a Ray cluster at {address!r} ({short_error(e)})") from e
+        with _core_stderr() as said:
+            try:
+                ray.init(log_to_driver=False, configure_logging=False, **kw)
+            except ConnectionError as e:
+                said.failed = True
+                if "InvalidAuthToken" in said.text():  # the C++ core said it; the exception does not
+                    raise InputError(f"scale.address: the Ray cluster at {address!r} uses token authentication; "
+                                     "run with RAY_AUTH_MODE=token and its token in ~/.ray/auth_token or "
+                                     "RAY_AUTH_TOKEN") from e
+                raise InputError(f"scale.address: cannot join a Ray cluster at {address!r} ({short_error(e)})") from e
     try:
         yield _workers(ray, cfg)
     finally:
