@@ -1,13 +1,14 @@
 """Key-frame pulse: the worst frame pair's warp error ÷ the median, the dream's part and the encoder's.
 
-Each clip is dreamed once, losslessly (`deepdream video`, default preset, `encode.crf=0`): that is the
-dream's own curve. The same dreamed frames, as the render handed them to its encoder, are then encoded as a
-render encodes them (one file per
+Each clip is rendered twice (`deepdream video`, default preset), and the frames it hands its encoder are kept:
+once with `encode.keyframe_ease=0`, the dream itself (losslessly encoded: the dream's own curve), and once as the
+render shows them. Those frames are then encoded as a render encodes them (one file per
 segment of whole GOPs, joined by stream copy) with
 * `flat`: CRF 18, 1 s GOPs, no rate control (the 0.1 encoder);
 * `ramp10`: the previous rate control: CRF 18 + 4 and a 10-frame bitrate ramp (×1.1 … ×4.8) before each key
   frame, 1 s GOPs;
-* `now`: what `encode_plan` gives the default config today (pipeline/render/presets.py),
+* `now, no ease`: what `encode_plan` gives the default config today (pipeline/render/presets.py), on the dream;
+* `now`: the same on the frames the render shows, eased around key frames (presets.keyframe_keep),
 and measured with `stages.measure.metrics.warp_error_series` against the source: worst pair ÷ median,
 where the worst pairs fall, and the file size. Clips: the demo (`sample_media/pan_cat.mp4`, 90 frames at
 320×180) and, without --quick, a street-clip stand-in (`bench.footage.make_cut_pan`: a pan along real
@@ -91,28 +92,36 @@ def pulse(source: list[np.ndarray], path: Path) -> dict:
             "worst": [f"{a}-{b} ({w['over_median']:.2f})" for w in p["worst_pairs"] for a, b in [w["frames"]]]}
 
 
+def _render_frames(src: Path, dst: Path, sets: list[str]) -> list[tuple[int, np.ndarray]]:
+    """The frames a default render (plus `sets`) hands its encoder, in order."""
+    from pipeline.config import load_config
+    from pipeline.render.runner import run_video
+
+    with _captured() as frames:
+        run_video(src, dst, load_config("default", sets))
+    return sorted(frames, key=lambda f: f[0])
+
+
 def measure_clip(name: str, src: Path, tmp: Path) -> list[dict]:
     from pipeline.config import load_config
     from pipeline.render.presets import encode_plan
-    from pipeline.render.runner import run_video
     from stages.media.encode import Encoding
 
-    lossless = tmp / f"{name}_lossless.mp4"
     t = time.perf_counter()
-    with _captured() as frames:
-        run_video(src, lossless, load_config("default", ["encode.crf=0"]))
+    dream = _render_frames(src, tmp / f"{name}_dream.mp4", ["encode.keyframe_ease=0"])
     dream_s = time.perf_counter() - t
-    frames.sort(key=lambda f: f[0])
-    _, tb, rate = _decode(lossless)
-    source = [f for _, f in _decode(src)[0]][:len(frames)]
+    shown = _render_frames(src, tmp / f"{name}_render.mp4", [])  # eased around key frames (keyframe_keep)
+    _, tb, rate = _decode(tmp / f"{name}_render.mp4")
+    source = [f for _, f in _decode(src)[0]][:len(dream)]
     second = max(1, round(rate))
     now = encode_plan(load_config("default"), rate, "mono").encoding
-    encodings = {"flat": Encoding(crf=18, profile="high", gop=second),
-                 "ramp10": Encoding(crf=22, profile="high", gop=second, keyframe_ramp=RAMP10),
-                 "now": now}
+    lossless = encode_as_render(dream, tb, rate, Encoding(crf=0, gop=now.gop), tmp / f"{name}_lossless.mp4")
     rows = [{"clip": name, "encode": "lossless", "gop": "-", **pulse(source, lossless), "dream_s": dream_s}]
-    for label, enc in encodings.items():
-        out = encode_as_render(frames, tb, rate, replace(enc, speed="medium"), tmp / f"{name}_{label}.mp4")
+    runs = {"flat": (dream, Encoding(crf=18, profile="high", gop=second)),
+            "ramp10": (dream, Encoding(crf=22, profile="high", gop=second, keyframe_ramp=RAMP10)),
+            "now, no ease": (dream, now), "now": (shown, now)}
+    for label, (frames, enc) in runs.items():
+        out = encode_as_render(frames, tb, rate, replace(enc, speed="medium"), tmp / f"{name}_{label[:3]}.mp4")
         rows.append({"clip": name, "encode": label, "gop": enc.gop, **pulse(source, out)})
     return rows
 

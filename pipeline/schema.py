@@ -99,6 +99,8 @@ class EncodeCfg:
     speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"] = _f("medium")
     preset: Literal["none", "quest", "youtube360", "h264_compat"] = _f("none")
     gop: float | None = _f(None, lo=0.0, hi=60.0, lo_open=True)  # seconds between key frames; None: the preset's
+    # share of a frame's new dream change held back around each key frame (pipeline/render/presets.keyframe_keep)
+    keyframe_ease: float = _f(0.4, lo=0.0, hi=0.6)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from pipeline.render.step import Dreamed, dream_frame
 from pipeline.render.workers import StageTimes, consume, offer, produce, take
 from stages.common import publish, write_atomic
 from stages.media.encode import join_segments
-from stages.temporal.carry import to_host
 from stages.vr.spherical_meta import inject_spherical
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
                 on_frame: OnFrame | None = None) -> dict[int, np.ndarray]:
     """One pass of the frame loop (see `checkpoint.Pass`). Segments go to `sink` (a RunDir, or a scale-out
     chunk's collector: `segment_temp`, `commit_segment`, `committed`); returns the captured residuals
-    (frame index → int16 H×W×3, dreamed − source rounded) of the frames in `p.capture`."""
+    (frame index → int16 H×W×3, shown − source rounded) of the frames in `p.capture`."""
     state = p.state
     captured: dict[int, np.ndarray] = {}
     if p.stop_index is None and plan.frames_estimate is not None and state.next_index >= plan.frames_estimate:
@@ -132,7 +131,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
                 else None
             d = dream_frame(engine, plan.dream, rec.source, index=rec.index, prev_residual=state.prev_residual,
                             motion=None if fresh else rec.motion, ref_strength=state.ref_strength,
-                            disparity=rec.disparity, params=row)
+                            disparity=rec.disparity, params=row, keep=plan.enc.keep(rec.index))
             dt = time.perf_counter() - t0
             stats.dream_s += dt
             stats.dream_cpu += time.thread_time() - c0
@@ -153,7 +152,7 @@ def render_pass(src: Path, cfg: Config, plan: VideoPlan, sink, engine: DreamEngi
                     threads.send(SegmentEnd(state))
                     pending = False
             elif p.captures(rec.index):
-                captured[rec.index] = np.rint(to_host(d.residual)).astype(np.int16)
+                captured[rec.index] = np.rint(d.array() - rec.source).astype(np.int16)  # the frame shown
             stats.wait_output_s += time.perf_counter() - t0
             stats.frames += 1
             bar.update(1)

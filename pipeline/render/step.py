@@ -27,8 +27,9 @@ def eyes(img, stereo: str) -> list:
 
 @dataclass(slots=True)
 class Dreamed:
-    """One dreamed frame, on the dream's device: `out` 1×3×H×W float32 0..255 unrounded, `residual` = out − source
-    (what the next frame carries), `ref` the shot's reference strength (temporal.steady)."""
+    """One dreamed frame, on the dream's device: `out` 1×3×H×W float32 0..255 unrounded, the frame shown;
+    `residual` = the dream − source (what the next frame carries: out − source except where `out` is eased near a
+    key frame), `ref` the shot's reference strength (temporal.steady)."""
 
     out: torch.Tensor
     residual: torch.Tensor
@@ -46,7 +47,7 @@ class Dreamed:
 def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
                 prev_residual: torch.Tensor | np.ndarray | None = None, motion: Motion | None = None,
                 ref_strength: float | None = None, disparity: Disparity | None = None,
-                params: dict | None = None, on_step=None) -> Dreamed:
+                params: dict | None = None, keep: float = 1.0, on_step=None) -> Dreamed:
     """Dream `source` (H×W×3 uint8) as frame `index`.
 
     With `motion` and the previous frame's residual (dreamed − source, a tensor on the dream's device or an
@@ -58,6 +59,8 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
     `disparity` (computed here when the caller has none), or, with spherical.stereo = independent, as a batch
     of two. `params`: the frame's row of the render's parameter table (timeline, react). The reference
     strength is kept per unit of `drive`, so an animated step size still moves the strength of a held dream.
+    `keep` < 1 (a continued frame near a key frame: presets.keyframe_keep): the frame shown (`out`) takes only
+    that share of its new change (carry.ease); the chain's residual stays the dream's own.
     """
     plan, base, weights = apply_row(plan, engine.schedule, params)
     device = engine.device
@@ -90,6 +93,11 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
     unit = drive(base) ** 2  # the cold schedule's drive, warm or not: the same for every frame of a static render
     if warm and ref_strength is not None and plan.steady:
         out = C.steady(src, out, ref_strength * unit)
-        return Dreamed(out, out - src, ref_strength)
-    residual = out - src
-    return Dreamed(out, residual, float(C.strength(residual)) / unit)
+        d = Dreamed(out, out - src, ref_strength)
+    else:
+        d = Dreamed(out, out - src, float(C.strength(out - src)) / unit)
+    if warm and keep < 1.0:
+        shown = [C.ease(s, o, r, b, m, keep=keep, wrap_x=plan.wrap_x) for s, o, r, (b, m)
+                 in zip(src_eyes, eyes(d.out, plan.stereo), eyes(residual, plan.stereo), moved)]
+        d.out = shown[0] if plan.stereo == "mono" else S.join_stereo(shown[0], shown[1], plan.stereo)
+    return d

@@ -3,7 +3,8 @@ the hold term, the steady scaling.
 
 Let S be the source frame, R the previous frame's dream residual (dream − source), b the backward flow and
 M its reliability. A carried frame starts from S + blend·M·warp(R, b); while it is dreamed, new detail is
-held back by hold·M; afterwards its residual is scaled to the shot's reference strength (temporal.steady).
+held back by hold·M; afterwards its residual is scaled to the shot's reference strength (temporal.steady). Near a
+key frame the frame shown eases from the previous dream to this one (`ease`).
 
 Everything here takes and returns tensors on one device, the dream's: the source goes up once, the flow and
 mask go up at their working size and are resized there, the residual stays there from frame to frame, and
@@ -65,6 +66,17 @@ def start_image(source: torch.Tensor, residual: torch.Tensor, backward: torch.Te
     return torch.addcmul(source, warped, mask, value=blend).clamp_(0.0, 255.0)
 
 
+def ease(source: torch.Tensor, out: torch.Tensor, residual: torch.Tensor, backward: torch.Tensor, mask: torch.Tensor,
+         *, keep: float, wrap_x: bool = False) -> torch.Tensor:
+    """The frame shown near a key frame: S + R_t + (1 − keep)·M·(warp(R_{t−1}) − R_t), of the frame's new change
+    only `keep` (where the flow holds; elsewhere the dream as it is). The encoder codes those frames finely and the
+    key frame afresh, so they showed the dream's whole change where every other frame shows the encoder's smoothed
+    one (pipeline.render.presets.keyframe_keep). The chain carries R_t on, so nothing is lost for later frames."""
+    new = out - source
+    warped = sample(residual, backward, wrap_x=wrap_x, cubic=True)
+    return (source + new + (1.0 - keep) * mask * (warped - new)).clamp_(0.0, 255.0)
+
+
 def strength(residual: torch.Tensor) -> torch.Tensor:
     """Mean squared residual over pixels and channels (the dream's strength, 0..255 scale), as a 0-d tensor on the
     residual's device: reading it (`float()`) waits for the device, so only the shot's first frame does."""
@@ -80,4 +92,4 @@ def steady(source: torch.Tensor, dreamed: torch.Tensor, target: float) -> torch.
     return torch.addcmul(source, residual, k).clamp_(0.0, 255.0)
 
 
-__all__ = ["to_device", "to_host", "to_host_u8", "frame_motion", "start_image", "strength", "steady"]
+__all__ = ["to_device", "to_host", "to_host_u8", "frame_motion", "start_image", "ease", "strength", "steady"]
