@@ -95,7 +95,8 @@ def dream_frame(engine, plan: DreamPlan, source: np.ndarray, *, index: int,
         out = C.steady(src, out, ref_strength * unit)
         d = Dreamed(out, out - src, ref_strength)
     else:
-        d = Dreamed(out, out - src, float(C.strength(out - src)) / unit)
+        new = out - src
+        d = Dreamed(out, new, float(C.strength(new)) / unit)
     if warm and keep < 1.0:
         shown = [C.ease(s, o, r, b, m, keep=keep, wrap_x=plan.wrap_x) for s, o, r, (b, m)
                  in zip(src_eyes, eyes(d.out, plan.stereo), eyes(residual, plan.stereo), moved)]

@@ -138,11 +138,10 @@ class VideoReader:
         except Exception:
             self.close()
             raise
-        if first is not None:
-            held.release()  # damage before the first frame matters only to a file that decodes at all
         if first is None:
             self.close()
             raise InputError(f"{self.path.name}: no video frame could be decoded")
+        held.release()  # damage before the first frame matters only to a file that decodes at all
         self._first = first
         self.look = look = Look.of(stream, first)
         self.rotation, self.sample_aspect = look.rotation, look.sample_aspect
@@ -198,7 +197,7 @@ class VideoReader:
             return
         except Damaged as d:
             if info.once("damaged"):
-                    log.warning("%s: damaged stream (%s); decoding again from the key frame before it without frame "
+                log.warning("%s: damaged stream (%s); decoding again from the key frame before it without frame "
                             "threads, so every frame that decodes is kept", name, d.why)
         info.recovered = True
         self._recovery = container = open_media(self.path)
